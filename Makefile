@@ -1,0 +1,66 @@
+# make demo   the example network, natively or in a VM (see README)
+# make test   unit tests natively, then the privileged tests in a VM
+# make bench  latency and scale, ours beside the reference, in a VM
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+
+GO      ?= go
+CACHE   := $(CURDIR)/.cache
+TOOLS   := $(CACHE)/bin
+VMEXEC  := $(TOOLS)/vmexec
+TESTSUM := $(TOOLS)/testsum
+COUNTS  := $(CACHE)/test-counts
+export GOFLAGS := -buildvcs=false
+
+# Packages whose tests need a real kernel: they run in the VM, one boot each.
+VM_PKGS := ./internal/testenv ./plugins/main/ipvlan
+
+.PHONY: all build tools deps unit vmtest test demo bench install clean
+
+all: build
+
+## build: the plugins, static, in bin/
+build:
+	CGO_ENABLED=0 $(GO) build -o bin/ ./plugins/main/... ./plugins/ipam/...
+
+tools:
+	@mkdir -p $(TOOLS)
+	$(GO) build -o $(TOOLS)/ ./internal/cmd/vmexec ./internal/cmd/testsum
+
+## deps: the Debian packages the VM harness uses (vmexec also installs them)
+deps:
+	@command -v qemu-system-x86_64 >/dev/null && test -x /bin/busybox && command -v nft >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    qemu-system-x86 busybox-static iproute2 nftables; }
+
+unit: tools
+	@rm -f $(COUNTS)
+	$(GO) vet ./...
+	GOOS=darwin $(GO) vet ./plugins/... ./pkg/...
+	$(GO) test -json -count=1 ./... | $(TESTSUM) -label unit -record $(COUNTS)
+
+vmtest: tools deps build
+	CGO_ENABLED=0 $(GO) test -json -count=1 -timeout 20m -exec $(VMEXEC) $(VM_PKGS) | \
+	  $(TESTSUM) -label vm -no-skip -record $(COUNTS)
+
+## test: everything, the VM suites included; the last line sums both tiers
+test: unit vmtest
+	@$(TESTSUM) -total $(COUNTS)
+
+demo: tools deps build
+	@CGO_ENABLED=0 $(GO) build -o $(TOOLS)/demo ./internal/cmd/demo
+	@if $(TOOLS)/demo -probe 2>/dev/null; then \
+	  echo "demo: this kernel has ipvlan: running natively"; \
+	  CNI_PATH=$(CURDIR)/bin $(TOOLS)/demo; \
+	else \
+	  echo "demo: this kernel has no ipvlan (or this is not root): running the demo in a VM"; \
+	  cd internal/cmd/demo && $(VMEXEC) $(TOOLS)/demo; \
+	fi
+
+## install: copy the plugins into /opt/cni/bin
+install: build
+	install -d /opt/cni/bin
+	install -m 0755 bin/* /opt/cni/bin/
+
+clean:
+	rm -rf bin $(CACHE)

@@ -1,0 +1,99 @@
+package vmtest
+
+import (
+	"bytes"
+	"debug/elf"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+)
+
+// moduleName is the kernel's name for a module file: the base name without
+// ".ko", with dashes as underscores.
+func moduleName(file string) string {
+	return strings.ReplaceAll(strings.TrimSuffix(filepath.Base(file), ".ko"), "-", "_")
+}
+
+// indexModules maps every module name under dir to its .ko file.
+func indexModules(dir string) (map[string]string, error) {
+	index := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".ko") {
+			index[moduleName(p)] = p
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("index kernel modules in %s: %w", dir, err)
+	}
+	return index, nil
+}
+
+// moduleDeps reads the "depends=" entry of a module's .modinfo section.
+func moduleDeps(file string) ([]string, error) {
+	f, err := elf.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("open module %s: %w", file, err)
+	}
+	defer f.Close()
+	sec := f.Section(".modinfo")
+	if sec == nil {
+		return nil, fmt.Errorf("module %s has no .modinfo section", file)
+	}
+	data, err := sec.Data()
+	if err != nil {
+		return nil, fmt.Errorf("read .modinfo of %s: %w", file, err)
+	}
+	for _, kv := range bytes.Split(data, []byte{0}) {
+		if deps, ok := bytes.CutPrefix(kv, []byte("depends=")); ok {
+			if len(deps) == 0 {
+				return nil, nil
+			}
+			return strings.Split(string(deps), ","), nil
+		}
+	}
+	return nil, nil
+}
+
+// loadOrder returns the .ko files for the wanted modules and everything they
+// depend on, each after its dependencies, as the kernel must load them.
+func loadOrder(index map[string]string, wanted []string) ([]string, error) {
+	var order []string
+	state := map[string]int{} // 1 visiting, 2 done
+	var visit func(name string) error
+	visit = func(name string) error {
+		switch state[name] {
+		case 1:
+			return fmt.Errorf("module dependency cycle at %s", name)
+		case 2:
+			return nil
+		}
+		file, ok := index[name]
+		if !ok {
+			return fmt.Errorf("kernel module %s not found", name)
+		}
+		state[name] = 1
+		deps, err := moduleDeps(file)
+		if err != nil {
+			return err
+		}
+		for _, d := range deps {
+			if err := visit(moduleName(d)); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		state[name] = 2
+		order = append(order, file)
+		return nil
+	}
+	for _, name := range wanted {
+		if err := visit(moduleName(name)); err != nil {
+			return nil, err
+		}
+	}
+	return order, nil
+}
