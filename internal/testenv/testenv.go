@@ -27,7 +27,7 @@ func InVM() bool { return os.Getenv("VMTEST") == "1" }
 // runs as root on a kernel that can create ipvlan links.
 func RequireKernel(t testing.TB) {
 	t.Helper()
-	if err := probeKernel(); err != nil {
+	if err := Probe(); err != nil {
 		if InVM() {
 			t.Fatalf("privileged test cannot run in the VM: %v", err)
 		}
@@ -35,9 +35,10 @@ func RequireKernel(t testing.TB) {
 	}
 }
 
-// probeKernel creates a dummy link and an ipvlan link on it in a throwaway
+// Probe reports why privileged work cannot run here, or nil: it needs root
+// and creates a dummy link and an ipvlan link on it in a throwaway
 // namespace.
-func probeKernel() error {
+func Probe() error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("not root")
 	}

@@ -77,9 +77,11 @@ func run(prog string, args []string) int {
 		logf("vmtest: %s: %v", name, err)
 		return 125
 	}
-	t := res.Tests
-	logf("vmtest: %s: kernel %s, %.1fs, guest exit status %d: %d passed, %d failed, %d skipped",
-		name, res.Kernel, res.Elapsed.Seconds(), res.ExitCode, t.Passed, t.Failed, t.Skipped)
+	summary := fmt.Sprintf("vmtest: %s: kernel %s, %.1fs, guest exit status %d", name, res.Kernel, res.Elapsed.Seconds(), res.ExitCode)
+	if t := res.Tests; t.Passed+t.Failed+t.Skipped > 0 {
+		summary += fmt.Sprintf(": %d passed, %d failed, %d skipped", t.Passed, t.Failed, t.Skipped)
+	}
+	logf("%s", summary)
 	return res.ExitCode
 }
 

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// Mode is the ipvlan mode: how the kernel treats the virtual device's
+// traffic (ip link add ... type ipvlan mode l2|l3|l3s).
+type Mode string
+
+// The ipvlan modes.
+const (
+	ModeL2  Mode = "l2"  // answers ARP, netfilter only in the container
+	ModeL3  Mode = "l3"  // no ARP, no broadcast; egress through host netfilter
+	ModeL3S Mode = "l3s" // like l3, ingress through host netfilter too
+)
+
+// Flag is the ipvlan flag: how slaves on one master reach each other
+// (ip link add ... type ipvlan mode l2 bridge|private|vepa).
+type Flag string
+
+// The ipvlan flags.
+const (
+	FlagBridge  Flag = "bridge"  // slaves talk directly inside the kernel
+	FlagPrivate Flag = "private" // slaves cannot talk to each other
+	FlagVEPA    Flag = "vepa"    // slave-to-slave traffic goes out the master
+)
+
+// MinMTU is the smallest MTU accepted: IPv4's minimum.
+const MinMTU = 68
+
+// NetConf is the ipvlan network configuration as the runtime passes it.
+type NetConf struct {
+	types.PluginConf
+	Master          string `json:"master,omitempty"`
+	Mode            Mode   `json:"mode,omitempty"`
+	Flag            Flag   `json:"flag,omitempty"`
+	MTU             int    `json:"mtu,omitempty"`
+	LinkInContainer bool   `json:"linkInContainer,omitempty"`
+}
+
+// prev is the previous plugin's result in the current result format, or
+// nil when the plugin is not chained.
+func (n *NetConf) prev() *current.Result {
+	if n.PrevResult == nil {
+		return nil
+	}
+	r, _ := n.PrevResult.(*current.Result) // converted by parseConfig
+	return r
+}
+
+// plainName is what an IPAM plugin's type must look like: a file name in
+// CNI_PATH, never a path.
+var plainName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]*$`)
+
+// parseConfig decodes and validates the configuration given on stdin. The
+// checks here need no kernel; those that need one (master, MTU ceiling)
+// happen when the verb runs.
+func parseConfig(stdin []byte) (*NetConf, error) {
+	n := &NetConf{}
+	if err := json.Unmarshal(stdin, n); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode network configuration: %v", err), "")
+	}
+	if n.RawPrevResult != nil {
+		if err := version.ParsePrevResult(&n.PluginConf); err != nil {
+			return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("prevResult: %v", err), "")
+		}
+		prev, err := current.NewResultFromResult(n.PrevResult)
+		if err != nil {
+			return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("prevResult: convert to %s: %v", current.ImplementedSpecVersion, err), "")
+		}
+		n.PrevResult = prev
+	}
+	if err := n.validate(); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *NetConf) validate() error {
+	switch n.Mode {
+	case "":
+		n.Mode = ModeL2
+	case ModeL2, ModeL3, ModeL3S:
+	default:
+		return invalidConfig("invalid mode %q: want l2, l3 or l3s", n.Mode)
+	}
+	switch n.Flag {
+	case "":
+		n.Flag = FlagBridge
+	case FlagBridge, FlagPrivate, FlagVEPA:
+	default:
+		return invalidConfig("invalid flag %q: want bridge, private or vepa", n.Flag)
+	}
+	if n.MTU != 0 && (n.MTU < MinMTU || n.MTU > 65535) {
+		return invalidConfig("invalid mtu %d: want %d to the master's MTU", n.MTU, MinMTU)
+	}
+	if n.Master != "" {
+		if err := validateLinkName(n.Master); err != nil {
+			return invalidConfig("invalid master %q: %v", n.Master, err)
+		}
+	}
+	if n.IPAM.Type != "" && !plainName.MatchString(n.IPAM.Type) {
+		return invalidConfig("invalid ipam type %q: want the plain name of a plugin in CNI_PATH", n.IPAM.Type)
+	}
+	return nil
+}
+
+// requireAddressSource checks that ADD has addresses to configure: from
+// IPAM, or from the previous plugin when chained.
+func (n *NetConf) requireAddressSource() error {
+	if n.IPAM.Type == "" && n.prev() == nil {
+		return invalidConfig("ipam is required unless the plugin is chained after one that returns a prevResult")
+	}
+	return nil
+}
+
+// validateLinkName applies the kernel's rules for interface names.
+func validateLinkName(name string) error {
+	switch {
+	case len(name) > 15:
+		return fmt.Errorf("longer than 15 characters")
+	case name == "." || name == "..":
+		return fmt.Errorf("not a valid interface name")
+	}
+	for _, r := range name {
+		if r == '/' || r == ':' || r <= ' ' || r == 0x7f {
+			return fmt.Errorf("contains %q", r)
+		}
+	}
+	return nil
+}
+
+// validateIfName checks CNI_IFNAME (error code 4: an invalid environment).
+func validateIfName(name string) error {
+	if name == "" {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_IFNAME is empty", "")
+	}
+	if err := validateLinkName(name); err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("invalid CNI_IFNAME %q: %v", name, err), "")
+	}
+	return nil
+}
+
+func invalidConfig(format string, args ...any) *types.Error {
+	return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(format, args...), "")
+}
+
+// ErrCheckFailed is the plugin-specific code of a CHECK that found the
+// container's interface differing from the configuration or prevResult.
+const ErrCheckFailed uint = 100
+
+func checkFailed(format string, args ...any) *types.Error {
+	return types.NewError(ErrCheckFailed, fmt.Sprintf(format, args...), "")
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseConfigDefaults(t *testing.T) {
+	n, err := parseConfig([]byte(`{"cniVersion":"1.1.0","name":"mynet","type":"ipvlan","master":"eth0","ipam":{"type":"host-local"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := struct {
+		Master string
+		Mode   Mode
+		Flag   Flag
+		MTU    int
+		IPAM   string
+	}{n.Master, n.Mode, n.Flag, n.MTU, n.IPAM.Type}
+	want := struct {
+		Master string
+		Mode   Mode
+		Flag   Flag
+		MTU    int
+		IPAM   string
+	}{"eth0", ModeL2, FlagBridge, 0, "host-local"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("parsed config (-want +got):\n%s", diff)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		conf     string
+		wantCode uint
+		wantMsg  string
+	}{
+		{"not json", `{"name":`, types.ErrDecodingFailure, "decode network configuration"},
+		{"mode", `{"mode":"l4"}`, types.ErrInvalidNetworkConfig, `invalid mode "l4"`},
+		{"mode case", `{"mode":"L2"}`, types.ErrInvalidNetworkConfig, `invalid mode "L2"`},
+		{"flag", `{"flag":"public"}`, types.ErrInvalidNetworkConfig, `invalid flag "public"`},
+		{"mtu low", `{"mtu":67}`, types.ErrInvalidNetworkConfig, "invalid mtu 67"},
+		{"mtu negative", `{"mtu":-1}`, types.ErrInvalidNetworkConfig, "invalid mtu -1"},
+		{"mtu huge", `{"mtu":65536}`, types.ErrInvalidNetworkConfig, "invalid mtu 65536"},
+		{"mtu type", `{"mtu":"1500"}`, types.ErrDecodingFailure, "decode network configuration"},
+		{"master long", `{"master":"a-very-long-name0"}`, types.ErrInvalidNetworkConfig, `invalid master "a-very-long-name0"`},
+		{"master slash", `{"master":"eth/0"}`, types.ErrInvalidNetworkConfig, `invalid master "eth/0"`},
+		{"ipam path", `{"ipam":{"type":"../host-local"}}`, types.ErrInvalidNetworkConfig, `invalid ipam type "../host-local"`},
+		{"ipam absolute", `{"ipam":{"type":"/bin/true"}}`, types.ErrInvalidNetworkConfig, `invalid ipam type "/bin/true"`},
+		{"ipam dot", `{"ipam":{"type":".."}}`, types.ErrInvalidNetworkConfig, `invalid ipam type ".."`},
+		{"prevResult", `{"cniVersion":"1.0.0","prevResult":{"ips":"x"}}`, types.ErrDecodingFailure, "prevResult"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig([]byte(tc.conf))
+			assertCNIError(t, err, tc.wantCode, tc.wantMsg)
+		})
+	}
+}
+
+func TestRequireAddressSource(t *testing.T) {
+	n, err := parseConfig([]byte(`{"cniVersion":"1.0.0","name":"n","type":"ipvlan"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertCNIError(t, n.requireAddressSource(), types.ErrInvalidNetworkConfig, "ipam is required")
+
+	chained, err := parseConfig([]byte(`{"cniVersion":"1.0.0","name":"n","type":"ipvlan",
+		"prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0"}],"ips":[{"address":"10.0.0.2/24","interface":0}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chained.requireAddressSource(); err != nil {
+		t.Errorf("chained config without ipam: %v", err)
+	}
+	if got := len(chained.prev().IPs); got != 1 {
+		t.Errorf("prevResult IPs = %d, want 1", got)
+	}
+}
+
+func TestValidateIfName(t *testing.T) {
+	for _, name := range []string{"", "eth0/1", ".", "..", "sixteen-chars-xx", "a b", "eth0:1"} {
+		t.Run(name, func(t *testing.T) {
+			assertCNIError(t, validateIfName(name), types.ErrInvalidEnvironmentVariables, "CNI_IFNAME")
+		})
+	}
+	for _, name := range []string{"eth0", "net1", "fifteen-chars-x"} {
+		if err := validateIfName(name); err != nil {
+			t.Errorf("validateIfName(%q) = %v, want nil", name, err)
+		}
+	}
+}
+
+func TestMasterFromPrevResult(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		ifaces  []*current.Interface
+		want    string
+		wantErr bool
+	}{
+		{"single", []*current.Interface{{Name: "vlan10"}}, "vlan10", false},
+		{"one outside sandbox", []*current.Interface{{Name: "vlan10"}, {Name: "eth0", Sandbox: "/run/netns/c"}}, "vlan10", false},
+		{"none", nil, "", true},
+		{"two on host", []*current.Interface{{Name: "a"}, {Name: "b"}}, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := masterFromPrevResult(&current.Result{Interfaces: tc.ifaces})
+			if tc.wantErr {
+				assertCNIError(t, err, types.ErrInvalidNetworkConfig, "master is omitted")
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Errorf("masterFromPrevResult = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzParseConfig: no input panics the parser, and whatever it accepts is
+// valid (a known mode and flag, an MTU in range, a plain IPAM name).
+func FuzzParseConfig(f *testing.F) {
+	for _, seed := range []string{
+		`{"cniVersion":"1.1.0","name":"mynet","type":"ipvlan","master":"eth0","ipam":{"type":"host-local","subnet":"10.1.2.0/24"}}`,
+		`{"cniVersion":"1.0.0","name":"n","type":"ipvlan","mode":"l3s","flag":"private","mtu":1400}`,
+		`{"cniVersion":"0.3.1","name":"n","type":"ipvlan","prevResult":{"interfaces":[{"name":"eth0"}],"ips":[{"version":"4","address":"10.0.0.2/24","interface":0}]}}`,
+		`{"mode":"l4"}`, `{"mtu":-5}`, `{"ipam":{"type":"../x"}}`, `[]`, `null`, ``,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, err := parseConfig(data)
+		if err != nil {
+			var e *types.Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error %v is not a CNI error", err)
+			}
+			return
+		}
+		if _, ok := netlinkModeNames[n.Mode]; !ok {
+			t.Errorf("accepted mode %q", n.Mode)
+		}
+		if n.Flag != FlagBridge && n.Flag != FlagPrivate && n.Flag != FlagVEPA {
+			t.Errorf("accepted flag %q", n.Flag)
+		}
+		if n.MTU != 0 && (n.MTU < MinMTU || n.MTU > 65535) {
+			t.Errorf("accepted mtu %d", n.MTU)
+		}
+		if n.IPAM.Type != "" && (strings.Contains(n.IPAM.Type, "/") || n.IPAM.Type == "..") {
+			t.Errorf("accepted ipam type %q", n.IPAM.Type)
+		}
+	})
+}
+
+var netlinkModeNames = map[Mode]bool{ModeL2: true, ModeL3: true, ModeL3S: true}
+
+func assertCNIError(t *testing.T, err error, code uint, msg string) {
+	t.Helper()
+	var e *types.Error
+	if !errors.As(err, &e) {
+		t.Fatalf("error = %v (%T), want a CNI error with code %d", err, err, code)
+	}
+	if e.Code != code {
+		t.Errorf("error code = %d (%s), want %d", e.Code, e.Msg, code)
+	}
+	if !strings.Contains(e.Msg, msg) {
+		t.Errorf("error message %q does not contain %q", e.Msg, msg)
+	}
+}

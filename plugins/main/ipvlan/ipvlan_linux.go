@@ -1,0 +1,765 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/nldump"
+)
+
+// verbTimeout bounds one invocation, IPAM included.
+const verbTimeout = 2 * time.Minute
+
+var (
+	netlinkModes = map[Mode]netlink.IPVlanMode{
+		ModeL2: netlink.IPVLAN_MODE_L2, ModeL3: netlink.IPVLAN_MODE_L3, ModeL3S: netlink.IPVLAN_MODE_L3S,
+	}
+	netlinkFlags = map[Flag]netlink.IPVlanFlag{
+		FlagBridge: netlink.IPVLAN_FLAG_BRIDGE, FlagPrivate: netlink.IPVLAN_FLAG_PRIVATE, FlagVEPA: netlink.IPVLAN_FLAG_VEPA,
+	}
+)
+
+// addStep names the steps of ADD, in order, for tests that make one fail.
+type addStep string
+
+const (
+	stepCreate  addStep = "create"  // ip link add ... netns CNI_NETNS (temporary name)
+	stepRename  addStep = "rename"  // ip link set <tmp> name CNI_IFNAME
+	stepIPAM    addStep = "ipam"    // IPAM ADD (or prevResult's addresses)
+	stepSysctl  addStep = "sysctl"  // arp_notify, ndisc_notify
+	stepAddress addStep = "address" // ip addr add
+	stepUp      addStep = "up"      // ip link set up
+	stepRoute   addStep = "route"   // ip route add
+)
+
+// failpoint lets tests fail ADD right after a step has run; nil in the
+// plugin.
+type failpoint func(addStep) error
+
+func (f failpoint) after(s addStep) error {
+	if f == nil {
+		return nil
+	}
+	return f(s)
+}
+
+// session holds what a verb needs: the container's namespace and netlink
+// handles bound to it and to the namespace the plugin was started in.
+type session struct {
+	args   *skel.CmdArgs
+	conf   *NetConf
+	netns  ns.NetNS        // the container's
+	cont   *netlink.Handle // bound to the container's namespace
+	host   *netlink.Handle // bound to the plugin's own namespace
+	master *netlink.Handle // host, or cont with linkInContainer
+}
+
+func openSession(args *skel.CmdArgs, conf *NetConf) (*session, error) {
+	s := &session{args: args, conf: conf}
+	n, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("open CNI_NETNS %q: %v", args.Netns, err), "")
+	}
+	s.netns = n
+	if s.cont, err = netlink.NewHandleAt(netns.NsHandle(n.Fd()), unix.NETLINK_ROUTE); err != nil {
+		s.close()
+		return nil, fmt.Errorf("netlink handle in %s: %w", args.Netns, err)
+	}
+	if s.host, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+		s.close()
+		return nil, fmt.Errorf("netlink handle: %w", err)
+	}
+	s.master = s.host
+	if conf.LinkInContainer {
+		s.master = s.cont
+	}
+	return s, nil
+}
+
+func (s *session) close() {
+	if s.host != nil {
+		s.host.Close()
+	}
+	if s.cont != nil {
+		s.cont.Close()
+	}
+	if s.netns != nil {
+		s.netns.Close()
+	}
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
+	defer cancel()
+	res, err := add(ctx, args, conf, nil)
+	if err != nil {
+		return err
+	}
+	return types.PrintResult(res, conf.CNIVersion)
+}
+
+// add creates the container's ipvlan interface and configures it. On any
+// error every step already taken is undone: no link, no lease remains.
+func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint) (_ *current.Result, err error) {
+	if err := validateIfName(args.IfName); err != nil {
+		return nil, err
+	}
+	if err := conf.requireAddressSource(); err != nil {
+		return nil, err
+	}
+	s, err := openSession(args, conf)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+
+	master, err := s.resolveMaster()
+	if err != nil {
+		return nil, err
+	}
+	if conf.MTU > master.Attrs().MTU {
+		return nil, invalidConfig("invalid mtu %d: above the MTU %d of master %q", conf.MTU, master.Attrs().MTU, master.Attrs().Name)
+	}
+	if _, err := s.cont.LinkByName(args.IfName); err == nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("CNI_IFNAME %q: a link of that name already exists in %s", args.IfName, args.Netns), "")
+	}
+
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	link, err := s.createLink(master)
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = s.cont.LinkDel(link) })
+	if err := fail.after(stepCreate); err != nil {
+		return nil, err
+	}
+
+	if err := s.cont.LinkSetName(link, args.IfName); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return nil, types.NewError(types.ErrInvalidEnvironmentVariables,
+				fmt.Sprintf("CNI_IFNAME %q: a link of that name already exists in %s", args.IfName, args.Netns), "")
+		}
+		return nil, fmt.Errorf("ip link set %s name %s: %w", link.Attrs().Name, args.IfName, err)
+	}
+	link.Attrs().Name = args.IfName
+	if err := fail.after(stepRename); err != nil {
+		return nil, err
+	}
+
+	addrs, err := s.addresses(ctx, &undo)
+	if err != nil {
+		return nil, err
+	}
+	if err := fail.after(stepIPAM); err != nil {
+		return nil, err
+	}
+
+	if err := s.announceOnUp(addrs); err != nil {
+		return nil, err
+	}
+	if err := fail.after(stepSysctl); err != nil {
+		return nil, err
+	}
+
+	if err := s.addAddresses(link, addrs); err != nil {
+		return nil, err
+	}
+	if err := fail.after(stepAddress); err != nil {
+		return nil, err
+	}
+
+	if err := s.cont.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("ip link set %s up: %w", args.IfName, err)
+	}
+	if err := fail.after(stepUp); err != nil {
+		return nil, err
+	}
+
+	if err := s.addRoutes(link, addrs); err != nil {
+		return nil, err
+	}
+	if err := fail.after(stepRoute); err != nil {
+		return nil, err
+	}
+	return s.result(link, addrs), nil
+}
+
+// createLink adds the ipvlan link in the container's namespace under a
+// temporary name, so a failure can never leave a half-made CNI_IFNAME:
+// ip link add link <master> name <tmp> netns <container> type ipvlan mode <mode> <flag>.
+func (s *session) createLink(master netlink.Link) (netlink.Link, error) {
+	tmp, err := tempName()
+	if err != nil {
+		return nil, err
+	}
+	attrs := netlink.LinkAttrs{Name: tmp, ParentIndex: master.Attrs().Index, MTU: s.conf.MTU}
+	if !s.conf.LinkInContainer {
+		attrs.Namespace = netlink.NsFd(int(s.netns.Fd()))
+	}
+	iv := &netlink.IPVlan{LinkAttrs: attrs, Mode: netlinkModes[s.conf.Mode], Flag: netlinkFlags[s.conf.Flag]}
+	if err := s.master.LinkAdd(iv); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			if mv := s.macvlanOn(master); mv != "" {
+				return nil, invalidConfig("master %q already carries macvlan link %q: the kernel does not mix macvlan and ipvlan on one master", master.Attrs().Name, mv)
+			}
+		}
+		return nil, fmt.Errorf("ip link add link %s type ipvlan mode %s %s: %w", master.Attrs().Name, s.conf.Mode, s.conf.Flag, err)
+	}
+	link, err := s.cont.LinkByName(tmp)
+	if err != nil {
+		// Created but not found: delete it wherever it is.
+		_ = s.master.LinkDel(iv)
+		return nil, fmt.Errorf("look up new link %s: %w", tmp, err)
+	}
+	return link, nil
+}
+
+// macvlanOn names a macvlan or macvtap link on master, if there is one.
+func (s *session) macvlanOn(master netlink.Link) string {
+	links, err := nldump.Retry(s.master.LinkList)
+	if err != nil {
+		return ""
+	}
+	for _, l := range links {
+		if (l.Type() == "macvlan" || l.Type() == "macvtap") && l.Attrs().ParentIndex == master.Attrs().Index {
+			return l.Attrs().Name
+		}
+	}
+	return ""
+}
+
+func tempName() (string, error) {
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random link name: %w", err)
+	}
+	return "ipvl" + hex.EncodeToString(b), nil
+}
+
+// resolveMaster finds the master: the configured one, else the single
+// interface of prevResult, else the interface of the default route.
+func (s *session) resolveMaster() (netlink.Link, error) {
+	name := s.conf.Master
+	if name == "" {
+		var err error
+		if name, err = s.implicitMaster(); err != nil {
+			return nil, err
+		}
+	}
+	return lookupMaster(s.master, name, s.conf.LinkInContainer)
+}
+
+func (s *session) implicitMaster() (string, error) {
+	if prev := s.conf.prev(); prev != nil {
+		return masterFromPrevResult(prev)
+	}
+	l, err := defaultRouteLink(s.master)
+	if err != nil {
+		return "", invalidConfig("master is omitted and %v", err)
+	}
+	return l.Attrs().Name, nil
+}
+
+// masterFromPrevResult picks the previous plugin's interface to enslave:
+// its only interface, or its only interface outside any sandbox.
+func masterFromPrevResult(prev *current.Result) (string, error) {
+	if len(prev.Interfaces) == 1 && prev.Interfaces[0].Name != "" {
+		return prev.Interfaces[0].Name, nil
+	}
+	var host []string
+	for _, i := range prev.Interfaces {
+		if i.Sandbox == "" && i.Name != "" {
+			host = append(host, i.Name)
+		}
+	}
+	if len(host) == 1 {
+		return host[0], nil
+	}
+	return "", invalidConfig("master is omitted and prevResult has %d interfaces (%d outside a sandbox): set master", len(prev.Interfaces), len(host))
+}
+
+func lookupMaster(h *netlink.Handle, name string, inContainer bool) (netlink.Link, error) {
+	l, err := h.LinkByName(name)
+	if err != nil {
+		where := "the host namespace"
+		if inContainer {
+			where = "the container namespace (linkInContainer)"
+		}
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil, invalidConfig("master %q not found in %s", name, where)
+		}
+		return nil, fmt.Errorf("look up master %q: %w", name, err)
+	}
+	return l, nil
+}
+
+// defaultRouteLink is the interface of the first IPv4, else IPv6, default
+// route in the main table.
+func defaultRouteLink(h *netlink.Handle) (netlink.Link, error) {
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := nldump.Retry(func() ([]netlink.Route, error) {
+			return h.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list routes: %w", err)
+		}
+		for _, r := range routes {
+			if r.Dst != nil {
+				if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+					continue
+				}
+			}
+			index := r.LinkIndex
+			if index == 0 && len(r.MultiPath) > 0 {
+				index = r.MultiPath[0].LinkIndex
+			}
+			if index == 0 {
+				continue
+			}
+			l, err := h.LinkByIndex(index)
+			if err != nil {
+				return nil, fmt.Errorf("look up default route interface %d: %w", index, err)
+			}
+			return l, nil
+		}
+	}
+	return nil, errors.New("there is no default route to take it from")
+}
+
+// addresses gets the interface's addresses from IPAM, registering the
+// lease's release as an undo step, or takes them from prevResult.
+func (s *session) addresses(ctx context.Context, undo *[]func()) (*current.Result, error) {
+	if s.conf.IPAM.Type == "" {
+		prev := s.conf.prev()
+		return &current.Result{CNIVersion: current.ImplementedSpecVersion, IPs: prev.IPs, Routes: prev.Routes, DNS: prev.DNS}, nil
+	}
+	r, err := invoke.DelegateAdd(ctx, s.conf.IPAM.Type, s.args.StdinData, nil)
+	// A failed IPAM ADD may still hold a lease: release it in any case.
+	*undo = append(*undo, func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_ = invoke.DelegateDel(ctx, s.conf.IPAM.Type, s.args.StdinData, nil)
+	})
+	if err != nil {
+		return nil, err
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return nil, fmt.Errorf("convert IPAM %q result: %w", s.conf.IPAM.Type, err)
+	}
+	return res, nil
+}
+
+// announceOnUp asks the kernel to announce the addresses when the link
+// comes up: a gratuitous ARP (arp_notify) and an unsolicited neighbour
+// advertisement (ndisc_notify), so peers holding a stale neighbour entry
+// for a reused address learn the master's MAC at once. In l3 and l3s modes
+// the device has NOARP and the kernel sends nothing, as it should.
+func (s *session) announceOnUp(addrs *current.Result) error {
+	v4, v6 := families(addrs)
+	if !v4 && !v6 {
+		return nil
+	}
+	return s.netns.Do(func(ns.NetNS) error {
+		if v4 {
+			if err := writeSysctl(filepath.Join("/proc/sys/net/ipv4/conf", s.args.IfName, "arp_notify"), "1"); err != nil {
+				return err
+			}
+		}
+		if v6 {
+			if err := writeSysctl(filepath.Join("/proc/sys/net/ipv6/conf", s.args.IfName, "ndisc_notify"), "1"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func writeSysctl(path, value string) error {
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", path, value, err)
+	}
+	return nil
+}
+
+func families(r *current.Result) (v4, v6 bool) {
+	for _, ip := range r.IPs {
+		if ip.Address.IP.To4() != nil {
+			v4 = true
+		} else {
+			v6 = true
+		}
+	}
+	return v4, v6
+}
+
+// addAddresses adds every address to the link: ip addr add <addr> dev <if>.
+// IPv6 addresses skip duplicate address detection (IPAM guarantees they are
+// unique), so they are usable when ADD returns.
+func (s *session) addAddresses(link netlink.Link, addrs *current.Result) error {
+	for _, ip := range addrs.IPs {
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: ip.Address.IP, Mask: ip.Address.Mask}}
+		if ip.Address.IP.To4() == nil {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := s.cont.AddrAdd(link, a); err != nil {
+			return fmt.Errorf("ip addr add %s dev %s: %w", ip.Address.String(), s.args.IfName, err)
+		}
+	}
+	return nil
+}
+
+// addRoutes adds the result's routes through the link; a route without a
+// gateway uses the gateway of an address of its family.
+func (s *session) addRoutes(link netlink.Link, addrs *current.Result) error {
+	var gw4, gw6 net.IP
+	for _, ip := range addrs.IPs {
+		switch {
+		case ip.Gateway == nil:
+		case ip.Gateway.To4() != nil && gw4 == nil:
+			gw4 = ip.Gateway
+		case ip.Gateway.To4() == nil && gw6 == nil:
+			gw6 = ip.Gateway
+		}
+	}
+	for _, r := range addrs.Routes {
+		gw := r.GW
+		if gw == nil {
+			gw = gw6
+			if r.Dst.IP.To4() != nil {
+				gw = gw4
+			}
+		}
+		dst := r.Dst
+		rt := &netlink.Route{
+			LinkIndex: link.Attrs().Index,
+			Dst:       &dst,
+			Gw:        gw,
+			MTU:       r.MTU,
+			AdvMSS:    r.AdvMSS,
+			Priority:  r.Priority,
+		}
+		if r.Table != nil {
+			rt.Table = *r.Table
+		}
+		if r.Scope != nil {
+			rt.Scope = netlink.Scope(*r.Scope)
+		}
+		if err := s.cont.RouteAdd(rt); err != nil {
+			return fmt.Errorf("ip route add %s via %s dev %s: %w", dst.String(), gw, s.args.IfName, err)
+		}
+	}
+	return nil
+}
+
+// result lists prevResult's interfaces followed by ours, with every
+// address pointing at ours.
+func (s *session) result(link netlink.Link, addrs *current.Result) *current.Result {
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Routes: addrs.Routes, DNS: addrs.DNS}
+	if prev := s.conf.prev(); prev != nil {
+		res.Interfaces = append(res.Interfaces, prev.Interfaces...)
+	}
+	ours := len(res.Interfaces)
+	res.Interfaces = append(res.Interfaces, &current.Interface{
+		Name:    s.args.IfName,
+		Mac:     link.Attrs().HardwareAddr.String(),
+		Sandbox: s.args.Netns,
+	})
+	for _, ip := range addrs.IPs {
+		c := *ip
+		c.Interface = current.Int(ours)
+		res.IPs = append(res.IPs, &c)
+	}
+	if res.DNS.Nameservers == nil && res.DNS.Domain == "" && res.DNS.Search == nil && res.DNS.Options == nil {
+		res.DNS = s.conf.DNS
+	}
+	return res
+}
+
+func cmdDel(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
+	defer cancel()
+	return del(ctx, args, conf)
+}
+
+// del removes the container's link and releases its lease. It is best
+// effort and idempotent: a missing namespace, link or master is success,
+// and IPAM is always asked to release.
+func del(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
+	linkErr := deleteLink(args)
+	if conf.IPAM.Type != "" {
+		if err := invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
+			return err
+		}
+	}
+	return linkErr
+}
+
+// deleteLink deletes CNI_IFNAME in CNI_NETNS if it is an ipvlan link:
+// ip -n <netns> link del <ifname>.
+func deleteLink(args *skel.CmdArgs) error {
+	if args.Netns == "" || args.IfName == "" {
+		return nil
+	}
+	n, err := ns.GetNS(args.Netns)
+	if err != nil {
+		var notExist ns.NSPathNotExistErr
+		var notNS ns.NSPathNotNSErr
+		if errors.As(err, &notExist) || errors.As(err, &notNS) {
+			return nil
+		}
+		return fmt.Errorf("open CNI_NETNS %q: %w", args.Netns, err)
+	}
+	defer n.Close()
+	h, err := netlink.NewHandleAt(netns.NsHandle(n.Fd()), unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink handle in %s: %w", args.Netns, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(args.IfName)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("look up %s in %s: %w", args.IfName, args.Netns, err)
+	}
+	if l.Type() != "ipvlan" {
+		return nil // not ours to delete
+	}
+	if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("ip link del %s in %s: %w", args.IfName, args.Netns, err)
+	}
+	return nil
+}
+
+func cmdCheck(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
+	defer cancel()
+	return check(ctx, args, conf)
+}
+
+// check compares the container's interface with the configuration and
+// prevResult, and asks IPAM to check its lease.
+func check(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
+	prev := conf.prev()
+	if prev == nil {
+		return invalidConfig("prevResult is required for CHECK")
+	}
+	if err := validateIfName(args.IfName); err != nil {
+		return err
+	}
+	if conf.IPAM.Type != "" {
+		if err := invoke.DelegateCheck(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
+			return err
+		}
+	}
+	s, err := openSession(args, conf)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	master, err := s.resolveMaster()
+	if err != nil {
+		return err
+	}
+	l, err := s.cont.LinkByName(args.IfName)
+	if err != nil {
+		return checkFailed("interface %q not found in %s: %v", args.IfName, args.Netns, err)
+	}
+	iv, ok := l.(*netlink.IPVlan)
+	if !ok {
+		return checkFailed("interface %q is a %s link, want ipvlan", args.IfName, l.Type())
+	}
+	if iv.Mode != netlinkModes[conf.Mode] {
+		return checkFailed("interface %q has mode %s, want mode %q", args.IfName, modeName(iv.Mode), conf.Mode)
+	}
+	if iv.Flag != netlinkFlags[conf.Flag] {
+		return checkFailed("interface %q has flag %s, want flag %q", args.IfName, flagName(iv.Flag), conf.Flag)
+	}
+	if iv.Attrs().ParentIndex != master.Attrs().Index {
+		return checkFailed("interface %q has parent index %d, want master %q (index %d)", args.IfName, iv.Attrs().ParentIndex, master.Attrs().Name, master.Attrs().Index)
+	}
+	wantMTU := conf.MTU
+	if wantMTU == 0 {
+		wantMTU = master.Attrs().MTU
+	}
+	if iv.Attrs().MTU != wantMTU {
+		return checkFailed("interface %q has mtu %d, want %d", args.IfName, iv.Attrs().MTU, wantMTU)
+	}
+	return checkPrevResult(s.cont, iv, args, prev)
+}
+
+// checkPrevResult finds our interface in prevResult and checks that its
+// addresses and the routes are on the link.
+func checkPrevResult(h *netlink.Handle, link netlink.Link, args *skel.CmdArgs, prev *current.Result) error {
+	ours := -1
+	for i, intf := range prev.Interfaces {
+		if intf.Name == args.IfName && intf.Sandbox == args.Netns {
+			ours = i
+		}
+	}
+	if ours < 0 {
+		return checkFailed("prevResult has no interface %q in sandbox %q", args.IfName, args.Netns)
+	}
+	if mac := prev.Interfaces[ours].Mac; mac != "" && mac != link.Attrs().HardwareAddr.String() {
+		return checkFailed("interface %q has mac %s, prevResult says %s", args.IfName, link.Attrs().HardwareAddr, mac)
+	}
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return h.AddrList(link, netlink.FAMILY_ALL) })
+	if err != nil {
+		return fmt.Errorf("ip addr show dev %s: %w", args.IfName, err)
+	}
+	for _, ip := range prev.IPs {
+		if ip.Interface == nil || *ip.Interface != ours {
+			continue
+		}
+		found := false
+		for _, a := range addrs {
+			if a.IP.Equal(ip.Address.IP) && a.Mask.String() == ip.Address.Mask.String() {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return checkFailed("interface %q lacks address %s", args.IfName, ip.Address.String())
+		}
+	}
+	routes, err := nldump.Retry(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return fmt.Errorf("ip route show dev %s: %w", args.IfName, err)
+	}
+	for _, r := range prev.Routes {
+		found := false
+		for _, rt := range routes {
+			if sameDst(rt.Dst, &r.Dst) && (r.GW == nil || r.GW.Equal(rt.Gw)) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return checkFailed("interface %q lacks route %s", args.IfName, r.String())
+		}
+	}
+	return nil
+}
+
+func sameDst(a, b *net.IPNet) bool {
+	isDefault := func(n *net.IPNet) bool {
+		if n == nil {
+			return true
+		}
+		ones, _ := n.Mask.Size()
+		return ones == 0
+	}
+	if isDefault(a) || isDefault(b) {
+		return isDefault(a) && isDefault(b)
+	}
+	return a.IP.Equal(b.IP) && a.Mask.String() == b.Mask.String()
+}
+
+func modeName(m netlink.IPVlanMode) string {
+	for name, v := range netlinkModes {
+		if v == m {
+			return string(name)
+		}
+	}
+	return fmt.Sprintf("%d", m)
+}
+
+func flagName(f netlink.IPVlanFlag) string {
+	for name, v := range netlinkFlags {
+		if v == f {
+			return string(name)
+		}
+	}
+	return fmt.Sprintf("%d", f)
+}
+
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
+	defer cancel()
+	return status(ctx, conf, args.StdinData)
+}
+
+// status reports whether ADD can succeed: the master exists (when it lives
+// in the host namespace and is not taken from a previous plugin) and IPAM
+// is ready.
+func status(ctx context.Context, conf *NetConf, stdin []byte) error {
+	if !conf.LinkInContainer && (conf.Master != "" || conf.IPAM.Type != "") {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return fmt.Errorf("netlink handle: %w", err)
+		}
+		defer h.Close()
+		if conf.Master != "" {
+			if _, err := h.LinkByName(conf.Master); err != nil {
+				return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("master %q not found: %v", conf.Master, err), "")
+			}
+		} else if _, err := defaultRouteLink(h); err != nil {
+			return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("master is omitted and %v", err), "")
+		}
+	}
+	if conf.IPAM.Type != "" {
+		return invoke.DelegateStatus(ctx, conf.IPAM.Type, stdin, nil)
+	}
+	return nil
+}
+
+func cmdGC(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if conf.IPAM.Type == "" {
+		return nil // links die with their namespaces: nothing of ours outlives them
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
+	defer cancel()
+	return invoke.DelegateGC(ctx, conf.IPAM.Type, args.StdinData, nil)
+}

@@ -1,0 +1,135 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/ipvlan-cni/ipvlan-cni/internal/testenv"
+)
+
+// TestAddRollback makes ADD fail right after each of its steps and shows
+// that nothing remains: no link (temporary or final) in the container and
+// no lease in host-local's store.
+func TestAddRollback(t *testing.T) {
+	testenv.RequireKernel(t)
+	steps := []addStep{stepCreate, stepRename, stepIPAM, stepSysctl, stepAddress, stepUp, stepRoute}
+	for _, step := range steps {
+		t.Run(string(step), func(t *testing.T) {
+			env := newAddEnv(t)
+			injected := fmt.Errorf("injected failure after %s", step)
+			_, err := env.add(func(s addStep) error {
+				if s == step {
+					return injected
+				}
+				return nil
+			})
+			if !errors.Is(err, injected) {
+				t.Fatalf("add = %v, want the injected failure", err)
+			}
+			env.assertClean(t)
+		})
+	}
+	t.Run("no failure", func(t *testing.T) {
+		env := newAddEnv(t)
+		res, err := env.add(nil)
+		if err != nil {
+			t.Fatalf("add: %v", err)
+		}
+		if got := len(res.IPs); got != 1 {
+			t.Fatalf("result has %d IPs, want 1", got)
+		}
+		if leases := env.leases(t); len(leases) != 1 {
+			t.Errorf("leases after ADD = %v, want one", leases)
+		}
+		if _, err := env.cont.LinkByName("eth0"); err != nil {
+			t.Errorf("eth0 after ADD: %v", err)
+		}
+		if err := env.hostNS.Do(func(ns.NetNS) error { return del(context.Background(), env.args, env.conf) }); err != nil {
+			t.Fatalf("del: %v", err)
+		}
+		env.assertClean(t)
+	})
+}
+
+type addEnv struct {
+	hostNS, contNS ns.NetNS
+	cont           *netlink.Handle
+	dataDir        string
+	args           *skel.CmdArgs
+	conf           *NetConf
+}
+
+func newAddEnv(t *testing.T) *addEnv {
+	t.Helper()
+	e := &addEnv{hostNS: testenv.NewNS(t), contNS: testenv.NewNS(t), dataDir: t.TempDir()}
+	testenv.AddDummy(t, e.hostNS, "master0")
+	e.cont = testenv.Handle(t, e.contNS)
+	stdin := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"rollback","type":"ipvlan","master":"master0",
+		"ipam":{"type":"host-local","subnet":"10.9.0.0/24","dataDir":%q,"routes":[{"dst":"0.0.0.0/0"}]}}`, e.dataDir)
+	var err error
+	if e.conf, err = parseConfig([]byte(stdin)); err != nil {
+		t.Fatal(err)
+	}
+	e.args = &skel.CmdArgs{ContainerID: "rollback-" + strings.ReplaceAll(t.Name(), "/", "-"), Netns: e.contNS.Path(), IfName: "eth0", StdinData: []byte(stdin)}
+	// IPAM reads the same environment the runtime gives the plugin.
+	t.Setenv("CNI_COMMAND", "ADD")
+	t.Setenv("CNI_CONTAINERID", e.args.ContainerID)
+	t.Setenv("CNI_NETNS", e.args.Netns)
+	t.Setenv("CNI_IFNAME", e.args.IfName)
+	t.Setenv("CNI_PATH", testenv.PluginDir(t))
+	return e
+}
+
+// add runs ADD in the host namespace, as the runtime would start the plugin.
+func (e *addEnv) add(fail failpoint) (res *current.Result, err error) {
+	err = e.hostNS.Do(func(ns.NetNS) error {
+		res, err = add(context.Background(), e.args, e.conf, fail)
+		return err
+	})
+	return res, err
+}
+
+// leases lists host-local's lease files: files named by an IP address.
+func (e *addEnv) leases(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(e.dataDir, "rollback"))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var leases []string
+	for _, d := range entries {
+		if net.ParseIP(d.Name()) != nil {
+			leases = append(leases, d.Name())
+		}
+	}
+	return leases
+}
+
+func (e *addEnv) assertClean(t *testing.T) {
+	t.Helper()
+	links, err := e.cont.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if l.Attrs().Name != "lo" {
+			t.Errorf("link %s (%s) left in the container", l.Attrs().Name, l.Type())
+		}
+	}
+	if leases := e.leases(t); len(leases) != 0 {
+		t.Errorf("leases left: %v", leases)
+	}
+}
