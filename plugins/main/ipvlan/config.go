@@ -55,6 +55,34 @@ func (n *NetConf) prev() *current.Result {
 	return r
 }
 
+// masterFromPrevResult picks the interface to enslave when master is
+// omitted and a prevResult is present. Our own interface (ifname in netns)
+// is left out: on CHECK the prevResult is this plugin's own result. Of the
+// rest it takes the only one, or the only one outside any sandbox. found is
+// false when nothing but our own interface is there: ADD then took the
+// default route's interface, and so does CHECK.
+func masterFromPrevResult(prev *current.Result, ifname, netns string) (name string, found bool, err error) {
+	var others, host []string
+	for _, i := range prev.Interfaces {
+		if i.Name == "" || (i.Name == ifname && i.Sandbox == netns) {
+			continue
+		}
+		others = append(others, i.Name)
+		if i.Sandbox == "" {
+			host = append(host, i.Name)
+		}
+	}
+	switch {
+	case len(others) == 1:
+		return others[0], true, nil
+	case len(host) == 1:
+		return host[0], true, nil
+	case len(others) == 0 && len(prev.Interfaces) > 0:
+		return "", false, nil
+	}
+	return "", false, invalidConfig("master is omitted and prevResult has %d interfaces (%d outside a sandbox): set master", len(others), len(host))
+}
+
 // plainName is what an IPAM plugin's type must look like: a file name in
 // CNI_PATH, never a path.
 var plainName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]*$`)
@@ -138,7 +166,7 @@ func validateLinkName(name string) error {
 }
 
 // validateIfName checks CNI_IFNAME (error code 4: an invalid environment).
-func validateIfName(name string) error {
+func validateIfName(name string) *types.Error {
 	if name == "" {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_IFNAME is empty", "")
 	}

@@ -97,25 +97,31 @@ func TestValidateIfName(t *testing.T) {
 }
 
 func TestMasterFromPrevResult(t *testing.T) {
+	const netns = "/run/netns/c"
+	ours := &current.Interface{Name: "eth0", Sandbox: netns}
 	for _, tc := range []struct {
-		name    string
-		ifaces  []*current.Interface
-		want    string
-		wantErr bool
+		name      string
+		ifaces    []*current.Interface
+		want      string
+		wantFound bool
+		wantErr   bool
 	}{
-		{"single", []*current.Interface{{Name: "vlan10"}}, "vlan10", false},
-		{"one outside sandbox", []*current.Interface{{Name: "vlan10"}, {Name: "eth0", Sandbox: "/run/netns/c"}}, "vlan10", false},
-		{"none", nil, "", true},
-		{"two on host", []*current.Interface{{Name: "a"}, {Name: "b"}}, "", true},
+		{"single", []*current.Interface{{Name: "vlan10"}}, "vlan10", true, false},
+		{"single in a sandbox", []*current.Interface{{Name: "vlan10", Sandbox: netns}}, "vlan10", true, false},
+		{"one outside sandbox", []*current.Interface{{Name: "vlan10"}, {Name: "net1", Sandbox: netns}}, "vlan10", true, false},
+		{"ours left out on CHECK", []*current.Interface{{Name: "vlan10"}, ours}, "vlan10", true, false},
+		{"only ours: default route", []*current.Interface{ours}, "", false, false},
+		{"none", nil, "", false, true},
+		{"two on host", []*current.Interface{{Name: "a"}, {Name: "b"}}, "", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := masterFromPrevResult(&current.Result{Interfaces: tc.ifaces})
+			got, found, err := masterFromPrevResult(&current.Result{Interfaces: tc.ifaces}, "eth0", netns)
 			if tc.wantErr {
 				assertCNIError(t, err, types.ErrInvalidNetworkConfig, "master is omitted")
 				return
 			}
-			if err != nil || got != tc.want {
-				t.Errorf("masterFromPrevResult = %q, %v; want %q", got, err, tc.want)
+			if err != nil || got != tc.want || found != tc.wantFound {
+				t.Errorf("masterFromPrevResult = %q, %v, %v; want %q, %v", got, found, err, tc.want, tc.wantFound)
 			}
 		})
 	}

@@ -282,31 +282,16 @@ func (s *session) resolveMaster() (netlink.Link, error) {
 
 func (s *session) implicitMaster() (string, error) {
 	if prev := s.conf.prev(); prev != nil {
-		return masterFromPrevResult(prev)
+		name, found, err := masterFromPrevResult(prev, s.args.IfName, s.args.Netns)
+		if err != nil || found {
+			return name, err
+		}
 	}
 	l, err := defaultRouteLink(s.master)
 	if err != nil {
 		return "", invalidConfig("master is omitted and %v", err)
 	}
 	return l.Attrs().Name, nil
-}
-
-// masterFromPrevResult picks the previous plugin's interface to enslave:
-// its only interface, or its only interface outside any sandbox.
-func masterFromPrevResult(prev *current.Result) (string, error) {
-	if len(prev.Interfaces) == 1 && prev.Interfaces[0].Name != "" {
-		return prev.Interfaces[0].Name, nil
-	}
-	var host []string
-	for _, i := range prev.Interfaces {
-		if i.Sandbox == "" && i.Name != "" {
-			host = append(host, i.Name)
-		}
-	}
-	if len(host) == 1 {
-		return host[0], nil
-	}
-	return "", invalidConfig("master is omitted and prevResult has %d interfaces (%d outside a sandbox): set master", len(prev.Interfaces), len(host))
 }
 
 func lookupMaster(h *netlink.Handle, name string, inContainer bool) (netlink.Link, error) {
@@ -679,7 +664,7 @@ func checkPrevResult(h *netlink.Handle, link netlink.Link, args *skel.CmdArgs, p
 			}
 		}
 		if !found {
-			return checkFailed("interface %q lacks route %s", args.IfName, r.String())
+			return checkFailed("interface %q lacks route %s via %v", args.IfName, r.Dst.String(), r.GW)
 		}
 	}
 	return nil

@@ -8,11 +8,20 @@
 package main
 
 import (
+	"os"
+
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 )
 
 func main() {
+	// skel checks CNI_IFNAME too, but its message does not name the value.
+	if cmd := os.Getenv("CNI_COMMAND"); cmd == "ADD" || cmd == "DEL" || cmd == "CHECK" {
+		if err := validateIfName(os.Getenv("CNI_IFNAME")); err != nil {
+			_ = err.Print()
+			os.Exit(1)
+		}
+	}
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    cmdAdd,
 		Del:    cmdDel,
