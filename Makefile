@@ -57,6 +57,18 @@ demo: tools deps build
 	  cd internal/cmd/demo && $(VMEXEC) $(TOOLS)/demo; \
 	fi
 
+## bench: ours beside Debian's reference plugins, in the VM; table + bench.json
+REFERENCE := /usr/lib/cni
+bench: tools deps build
+	@test -x $(REFERENCE)/ipvlan || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -q --no-install-recommends containernetworking-plugins; }
+	CGO_ENABLED=0 $(GO) build -o $(TOOLS)/ ./internal/cmd/bench ./internal/cmd/noop
+	cd internal/cmd/bench && VMTEST_MEMORY=4096 VMTEST_TIMEOUT=90m \
+	  VMTEST_FILES=$(REFERENCE)/ipvlan:$(REFERENCE)/host-local:$(TOOLS)/noop \
+	  $(VMEXEC) $(TOOLS)/bench -reference $(REFERENCE) -floor $(TOOLS)/noop | tee $(CACHE)/bench.log
+	@sed -n 's/^bench-json: //p' $(CACHE)/bench.log > bench.json && echo "bench: wrote bench.json"
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./plugins/ipam/host-local/...
+
 ## install: copy the plugins into /opt/cni/bin
 install: build
 	install -d /opt/cni/bin
