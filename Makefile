@@ -28,12 +28,16 @@ tools:
 	$(GO) build -o $(TOOLS)/ ./internal/cmd/vmexec ./internal/cmd/testsum
 
 ## deps: the Debian packages the VM harness uses (vmexec also installs them)
+## and the reference plugins that host-local's interoperability test and
+## make bench compare against
+REFERENCE := /usr/lib/cni
 deps:
-	@command -v qemu-system-x86_64 >/dev/null && test -x /bin/busybox && command -v nft >/dev/null || \
+	@command -v qemu-system-x86_64 >/dev/null && test -x /bin/busybox && command -v nft >/dev/null && \
+	  test -x $(REFERENCE)/host-local || \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	    qemu-system-x86 busybox-static iproute2 nftables; }
+	    qemu-system-x86 busybox-static iproute2 nftables containernetworking-plugins; }
 
-unit: tools
+unit: tools deps
 	@rm -f $(COUNTS)
 	$(GO) vet ./...
 	GOOS=darwin $(GO) vet ./plugins/... ./pkg/...
@@ -58,10 +62,7 @@ demo: tools deps build
 	fi
 
 ## bench: ours beside Debian's reference plugins, in the VM; table + bench.json
-REFERENCE := /usr/lib/cni
 bench: tools deps build
-	@test -x $(REFERENCE)/ipvlan || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
-	  apt-get install -y -q --no-install-recommends containernetworking-plugins; }
 	CGO_ENABLED=0 $(GO) build -o $(TOOLS)/ ./internal/cmd/bench ./internal/cmd/noop
 	cd internal/cmd/bench && VMTEST_MEMORY=4096 VMTEST_TIMEOUT=90m \
 	  VMTEST_FILES=$(REFERENCE)/ipvlan:$(REFERENCE)/host-local:$(TOOLS)/noop \

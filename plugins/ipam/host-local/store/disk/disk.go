@@ -1,0 +1,473 @@
+// Package disk is the on-disk store of the host-local IPAM plugin. Leases are
+// kept in the reference host-local plugin's format, so either implementation
+// reads, releases and allocates around the other's leases. An index beside
+// them finds an attachment's leases without reading every lease file.
+//
+// Layout of <dataDir>/<network>/:
+//
+//	lock                  flock(2) lock file, shared with the reference plugin
+//	<ip>                  one lease; content "<containerID>\r\n<ifname>"
+//	last_reserved_ip.<N>  last address reserved from range set N
+//	.index/<owner>        index entry: the addresses leased to one attachment
+//	.index/stamp          the network directory's mtime the index matches
+//
+// Invariants, all kept under the lock:
+//
+//   - An index entry is written (temp file + rename) before its lease is
+//     created and rewritten or removed only after its lease is removed, so a
+//     lease always has an entry. An entry may name an address whose lease is
+//     gone or belongs to someone else; entries are verified against the lease
+//     files on every use.
+//   - Leases are created whole: the content goes to a temp file that is
+//     hard-linked to the lease name, which fails if the name exists.
+//   - After changing the directory, Unlock sets the directory's mtime one
+//     nanosecond back and records the result in the stamp. Any later change
+//     by another program stamps the directory with the current time, which
+//     differs from the record even within one clock tick, so the index is
+//     rebuilt by a full scan before its next use. A crash before the stamp
+//     is written has the same effect.
+//
+// The reference plugin walks the whole directory, subdirectories included,
+// and reads every file; index entries and stamps start with '#', which no
+// container ID does, so it never takes them for leases.
+package disk
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store"
+)
+
+// DefaultDataDir is where networks are stored when the config sets no
+// dataDir, as in the reference plugin.
+const DefaultDataDir = "/var/lib/cni/networks"
+
+const (
+	lockName           = "lock"
+	lastReservedPrefix = "last_reserved_ip."
+	lineBreak          = "\r\n"
+	tmpPrefix          = ".tmp-"
+)
+
+var errNotLocked = errors.New("store used without holding its lock")
+
+// Store is the on-disk store of one network. It is not safe for concurrent
+// use by goroutines; processes are serialised by its file lock.
+type Store struct {
+	dir  string
+	lock *fileLock
+
+	locked bool // the file lock is held
+	fresh  bool // the index was verified or rebuilt under the current lock
+	dirty  bool // the directory changed under the current lock
+
+	// step, when set, is called at named points of every operation. Tests
+	// use it to kill the process between two writes; it is nil otherwise.
+	step func(point string)
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New opens the store of network under dataDir (DefaultDataDir when empty),
+// creating its directory and lock file when missing.
+func New(dataDir, network string) (*Store, error) {
+	if dataDir == "" {
+		dataDir = DefaultDataDir
+	}
+	if network == "" || network == "." || network == ".." || strings.ContainsAny(network, `/\`) {
+		return nil, fmt.Errorf("network name %q cannot name a directory", network)
+	}
+	dir := filepath.Join(dataDir, network)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create network directory: %w", err)
+	}
+	lk, err := openLock(filepath.Join(dir, lockName))
+	if err != nil {
+		return nil, err
+	}
+	return &Store{dir: dir, lock: lk}, nil
+}
+
+// Dir returns the network's directory.
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) hit(point string) {
+	if s.step != nil {
+		s.step(point)
+	}
+}
+
+// Lock implements store.Store.
+func (s *Store) Lock() error {
+	if err := s.lock.lock(); err != nil {
+		return fmt.Errorf("lock %s: %w", s.dir, err)
+	}
+	s.locked, s.fresh, s.dirty = true, false, false
+	return nil
+}
+
+// Unlock implements store.Store. It records the index stamp when the
+// directory changed; if that fails the next user rebuilds the index.
+func (s *Store) Unlock() error {
+	if !s.locked {
+		return errNotLocked
+	}
+	var err error
+	if s.dirty && s.fresh {
+		err = s.writeStamp()
+	}
+	s.locked, s.fresh, s.dirty = false, false, false
+	return errors.Join(err, s.lock.unlock())
+}
+
+// Close implements store.Store.
+func (s *Store) Close() error {
+	s.locked = false
+	return s.lock.close()
+}
+
+// ready checks the lock is held and the index may be trusted, rebuilding it
+// once per lock when it may not.
+func (s *Store) ready() error {
+	if !s.locked {
+		return errNotLocked
+	}
+	if s.fresh {
+		return nil
+	}
+	ok, err := s.stampMatches()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if err := s.rebuild(); err != nil {
+			return fmt.Errorf("rebuild index: %w", err)
+		}
+	}
+	s.fresh = true
+	return nil
+}
+
+func (s *Store) leasePath(ip netip.Addr) string { return filepath.Join(s.dir, ip.String()) }
+
+// leaseContent is the reference plugin's lease file content.
+func leaseContent(o store.Attachment) string {
+	if o.IfName == "" {
+		return o.ContainerID
+	}
+	return o.ContainerID + lineBreak + o.IfName
+}
+
+// parseOwner reads a lease the way the reference plugin matches it: trimmed,
+// "<id>\r\n<ifname>", or only "<id>" when written by old versions.
+func parseOwner(data []byte) store.Attachment {
+	v := strings.TrimSpace(string(data))
+	id, ifname, ok := strings.Cut(v, lineBreak)
+	if !ok {
+		return store.Attachment{ContainerID: v}
+	}
+	return store.Attachment{ContainerID: id, IfName: ifname}
+}
+
+// leaseName parses a directory entry name as a lease address; only the
+// canonical spelling the plugins write counts.
+func leaseName(name string) (netip.Addr, bool) {
+	ip, err := netip.ParseAddr(name)
+	if err != nil || ip.Zone() != "" || ip.String() != name {
+		return netip.Addr{}, false
+	}
+	return ip, true
+}
+
+// owner returns who holds the lease of ip, and false when it is not leased.
+func (s *Store) owner(ip netip.Addr) (store.Attachment, bool, error) {
+	data, err := os.ReadFile(s.leasePath(ip))
+	if errors.Is(err, fs.ErrNotExist) {
+		return store.Attachment{}, false, nil
+	}
+	if err != nil {
+		return store.Attachment{}, false, fmt.Errorf("read lease: %w", err)
+	}
+	return parseOwner(data), true, nil
+}
+
+// held returns the addresses the index lists for o whose lease files name
+// o, and whether the entry also lists addresses that fail that check.
+func (s *Store) held(o store.Attachment) (ips []netip.Addr, stale bool, err error) {
+	listed, err := s.readEntry(o)
+	if errors.Is(err, errCorruptEntry) {
+		if err := s.rebuild(); err != nil {
+			return nil, false, fmt.Errorf("rebuild index: %w", err)
+		}
+		listed, err = s.readEntry(o)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	for _, ip := range listed {
+		got, ok, err := s.owner(ip)
+		if err != nil {
+			return nil, false, err
+		}
+		if ok && got == o {
+			ips = append(ips, ip)
+		} else {
+			stale = true
+		}
+	}
+	return ips, stale, nil
+}
+
+// Reserve implements store.Store.
+func (s *Store) Reserve(o store.Attachment, ip netip.Addr, rangeID string) (bool, error) {
+	if err := s.ready(); err != nil {
+		return false, err
+	}
+	path := s.leasePath(ip)
+	if _, err := os.Lstat(path); err == nil {
+		return false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("stat lease: %w", err)
+	}
+	before, _, err := s.held(o)
+	if err != nil {
+		return false, err
+	}
+	s.dirty = true
+	if err := s.writeEntry(o, append(slices.Clone(before), ip)); err != nil {
+		return false, err
+	}
+	s.hit("reserve:entry-written")
+	created, err := s.createLease(path, leaseContent(o))
+	if err != nil || !created {
+		if uerr := s.writeEntry(o, before); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+		return false, err
+	}
+	s.hit("reserve:lease-created")
+	last := filepath.Join(s.dir, lastReservedPrefix+rangeID)
+	if err := s.writeAtomic(s.dir, last, []byte(ip.String())); err != nil {
+		// Keep "a failed reservation leaves nothing": undo the lease.
+		err = fmt.Errorf("record last reserved address: %w", err)
+		if rerr := os.Remove(path); rerr != nil {
+			return false, errors.Join(err, rerr)
+		}
+		return false, errors.Join(err, s.writeEntry(o, before))
+	}
+	s.hit("reserve:done")
+	return true, nil
+}
+
+// createLease creates the lease file at path holding content, whole or not
+// at all, and reports false when path exists.
+func (s *Store) createLease(path, content string) (bool, error) {
+	tmp, err := s.tempFile(s.dir, []byte(content))
+	if err != nil {
+		return false, err
+	}
+	s.hit("reserve:lease-temp-written")
+	err = os.Link(tmp, path)
+	// A temp file left behind by a crash here is removed by the next
+	// rebuild, which the unrecorded directory change triggers.
+	_ = os.Remove(tmp)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrExist):
+		return false, nil
+	}
+	// The file system has no hard links: fall back to an exclusive create,
+	// which a crash between create and write can leave empty (as the
+	// reference plugin can); GC releases such an ownerless lease.
+	f, ferr := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(ferr, fs.ErrExist) {
+		return false, nil
+	}
+	if ferr != nil {
+		return false, fmt.Errorf("create lease: %w", errors.Join(err, ferr))
+	}
+	_, werr := f.WriteString(content)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		_ = os.Remove(path)
+		return false, fmt.Errorf("write lease: %w", werr)
+	}
+	return true, nil
+}
+
+// LastReservedIP implements store.Store. A missing or unreadable record is
+// the zero Addr, as the reference plugin then starts from the range start.
+func (s *Store) LastReservedIP(rangeID string) (netip.Addr, error) {
+	if err := s.ready(); err != nil {
+		return netip.Addr{}, err
+	}
+	data, err := os.ReadFile(filepath.Join(s.dir, lastReservedPrefix+rangeID))
+	if errors.Is(err, fs.ErrNotExist) {
+		return netip.Addr{}, nil
+	}
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("read last reserved address: %w", err)
+	}
+	ip, err := netip.ParseAddr(strings.TrimSpace(string(data)))
+	if err != nil {
+		return netip.Addr{}, nil
+	}
+	return ip.Unmap(), nil
+}
+
+// Lookup implements store.Store.
+func (s *Store) Lookup(o store.Attachment) ([]netip.Addr, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	ips, _, err := s.held(o)
+	return ips, err
+}
+
+// Release implements store.Store. Leases go first and the entry last, so a
+// crash in between leaves only an entry naming missing leases.
+func (s *Store) Release(o store.Attachment) ([]netip.Addr, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	ips, stale, err := s.held(o)
+	if err != nil {
+		return nil, err
+	}
+	if len(ips) == 0 {
+		if stale {
+			// Drop an entry left naming leases that are gone.
+			s.dirty = true
+			return nil, s.writeEntry(o, nil)
+		}
+		return nil, nil
+	}
+	s.dirty = true
+	for _, ip := range ips {
+		if err := os.Remove(s.leasePath(ip)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("remove lease: %w", err)
+		}
+		s.hit("release:lease-removed")
+	}
+	if err := s.writeEntry(o, nil); err != nil {
+		return nil, err
+	}
+	return ips, nil
+}
+
+// ReleaseIP implements store.Store.
+func (s *Store) ReleaseIP(ip netip.Addr, o store.Attachment) (bool, error) {
+	if err := s.ready(); err != nil {
+		return false, err
+	}
+	got, ok, err := s.owner(ip)
+	if err != nil || !ok || got != o {
+		return false, err
+	}
+	s.dirty = true
+	if err := os.Remove(s.leasePath(ip)); err != nil {
+		return false, fmt.Errorf("remove lease: %w", err)
+	}
+	s.hit("release-ip:lease-removed")
+	rest, _, err := s.held(o)
+	if err != nil {
+		return true, err
+	}
+	return true, s.writeEntry(o, rest)
+}
+
+// names lists the network directory.
+func (s *Store) names() ([]string, error) {
+	f, err := os.Open(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("open network directory: %w", err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("list network directory: %w", err)
+	}
+	return names, nil
+}
+
+// Reserved implements store.Store; it reads names only, no lease content.
+func (s *Store) Reserved() ([]netip.Addr, error) {
+	if !s.locked {
+		return nil, errNotLocked
+	}
+	names, err := s.names()
+	if err != nil {
+		return nil, err
+	}
+	var ips []netip.Addr
+	for _, n := range names {
+		if ip, ok := leaseName(n); ok {
+			ips = append(ips, ip)
+		}
+	}
+	slices.SortFunc(ips, netip.Addr.Compare)
+	return ips, nil
+}
+
+// Leases implements store.Store; it reads every lease file.
+func (s *Store) Leases() ([]store.Lease, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	ips, err := s.Reserved()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]store.Lease, 0, len(ips))
+	for _, ip := range ips {
+		o, ok, err := s.owner(ip)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, store.Lease{IP: ip, Owner: o})
+		}
+	}
+	return out, nil
+}
+
+// tempFile writes data to a new temp file in dir and returns its path.
+func (s *Store) tempFile(dir string, data []byte) (string, error) {
+	f, err := os.CreateTemp(dir, tmpPrefix+"*")
+	if err != nil {
+		return "", fmt.Errorf("create temp file: %w", err)
+	}
+	_, werr := f.Write(data)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		_ = os.Remove(f.Name())
+		return "", fmt.Errorf("write temp file: %w", werr)
+	}
+	return f.Name(), nil
+}
+
+// writeAtomic replaces path with data through a temp file in tmpDir, which
+// must be on path's file system.
+func (s *Store) writeAtomic(tmpDir, path string, data []byte) error {
+	tmp, err := s.tempFile(tmpDir, data)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("replace %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
