@@ -34,12 +34,15 @@ type plugin struct {
 	out  io.Writer
 }
 
-func (p plugin) openStore(c *Config) (store.Store, error) {
+// withAllocator opens the network's lease store, runs fn with an
+// allocator over it, and closes the store.
+func (p plugin) withAllocator(c *Config, fn func(*allocator.Allocator) error) error {
 	st, err := p.open(c.DataDir, c.Name)
 	if err != nil {
-		return nil, types.NewError(types.ErrIOFailure, fmt.Sprintf("open lease store of network %q in dataDir %q: %v", c.Name, c.DataDir, err), "")
+		return types.NewError(types.ErrIOFailure, fmt.Sprintf("open lease store of network %q in dataDir %q: %v", c.Name, c.DataDir, err), "")
 	}
-	return st, nil
+	defer st.Close()
+	return fn(allocator.New(st, c.RangeSets))
 }
 
 // cniError gives an allocator or store error its CNI code.
@@ -78,7 +81,7 @@ func (p plugin) print(r types.Result) error {
 
 // add leases one address per range set and prints the result in the
 // config's cniVersion.
-func (p plugin) add(args *skel.CmdArgs) (err error) {
+func (p plugin) add(args *skel.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -93,13 +96,15 @@ func (p plugin) add(args *skel.CmdArgs) (err error) {
 			return types.NewError(types.ErrIOFailure, fmt.Sprintf("ipam.resolvConf %q: %v", c.ResolvConf, err), "")
 		}
 	}
-	st, err := p.openStore(c)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	owner := store.NewAttachment(args.ContainerID, args.IfName)
-	a := allocator.New(st, c.RangeSets)
+	return p.withAllocator(c, func(a *allocator.Allocator) error {
+		return p.allocate(a, c, owner, requested, result)
+	})
+}
+
+// allocate leases the addresses, fills result and prints it; on any
+// failure after the leases were taken it releases them.
+func (p plugin) allocate(a *allocator.Allocator, c *Config, owner store.Attachment, requested map[int]netip.Addr, result *current.Result) (err error) {
 	allocs, err := a.Allocate(owner, requested)
 	if err != nil {
 		return cniError(err)
@@ -135,15 +140,12 @@ func (p plugin) del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	st, err := p.openStore(c)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if _, err := allocator.New(st, c.RangeSets).Release(store.NewAttachment(args.ContainerID, args.IfName)); err != nil {
-		return cniError(err)
-	}
-	return nil
+	return p.withAllocator(c, func(a *allocator.Allocator) error {
+		if _, err := a.Release(store.NewAttachment(args.ContainerID, args.IfName)); err != nil {
+			return cniError(err)
+		}
+		return nil
+	})
 }
 
 // check verifies that the attachment holds a lease for every address of
@@ -157,14 +159,12 @@ func (p plugin) check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	st, err := p.openStore(c)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	owner := store.NewAttachment(args.ContainerID, args.IfName)
-	held, err := allocator.New(st, c.RangeSets).Lookup(owner)
-	if err != nil {
+	var held []netip.Addr
+	if err := p.withAllocator(c, func(a *allocator.Allocator) (err error) {
+		held, err = a.Lookup(owner)
+		return err
+	}); err != nil {
 		return cniError(err)
 	}
 	if !hasPrev {
@@ -201,15 +201,12 @@ func (p plugin) gc(args *skel.CmdArgs) error {
 	if !c.HasValidAttachments {
 		return types.NewError(types.ErrInvalidNetworkConfig, "cni.dev/valid-attachments is missing: refusing to release every lease", "")
 	}
-	st, err := p.openStore(c)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if _, err := allocator.New(st, c.RangeSets).GC(c.ValidAttachments); err != nil {
-		return cniError(err)
-	}
-	return nil
+	return p.withAllocator(c, func(a *allocator.Allocator) error {
+		if _, err := a.GC(c.ValidAttachments); err != nil {
+			return cniError(err)
+		}
+		return nil
+	})
 }
 
 // status fails with code 50 when a range set has no free address.
@@ -218,12 +215,7 @@ func (p plugin) status(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	st, err := p.openStore(c)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	err = allocator.New(st, c.RangeSets).Status()
+	err = p.withAllocator(c, func(a *allocator.Allocator) error { return a.Status() })
 	var ex *allocator.ExhaustedError
 	if errors.As(err, &ex) {
 		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("network %q: %v", c.Name, err), "")
