@@ -44,7 +44,7 @@ unit: tools deps
 	$(GO) test -json -count=1 ./... | $(TESTSUM) -label unit -record $(COUNTS)
 
 vmtest: tools deps build
-	CGO_ENABLED=0 $(GO) test -json -count=1 -timeout 20m -exec $(VMEXEC) $(VM_PKGS) | \
+	VMTEST_FILES=$(REFERENCE)/host-local CGO_ENABLED=0 $(GO) test -json -count=1 -timeout 20m -exec $(VMEXEC) $(VM_PKGS) | \
 	  $(TESTSUM) -label vm -no-skip -record $(COUNTS)
 
 ## test: everything, the VM suites included; the last line sums both tiers

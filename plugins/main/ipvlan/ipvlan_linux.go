@@ -730,10 +730,34 @@ func status(ctx context.Context, conf *NetConf, stdin []byte) error {
 			return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("master is omitted and %v", err), "")
 		}
 	}
-	if conf.IPAM.Type != "" {
-		return invoke.DelegateStatus(ctx, conf.IPAM.Type, stdin, nil)
+	if ok, err := ipamHas11(ctx, conf.IPAM.Type); err != nil || !ok {
+		return err
 	}
-	return nil
+	return invoke.DelegateStatus(ctx, conf.IPAM.Type, stdin, nil)
+}
+
+// ipamHas11 reports whether the IPAM plugin implements STATUS and GC, which
+// came with CNI 1.1.0. An older plugin (the reference host-local before
+// 1.5, say) has nothing to report or collect, and asking it would fail the
+// whole verb.
+func ipamHas11(ctx context.Context, plugin string) (bool, error) {
+	if plugin == "" {
+		return false, nil
+	}
+	path, err := invoke.FindInPath(plugin, filepath.SplitList(os.Getenv("CNI_PATH")))
+	if err != nil {
+		return false, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("ipam type %q: %v", plugin, err), "")
+	}
+	info, err := invoke.GetVersionInfo(ctx, path, nil)
+	if err != nil {
+		return false, fmt.Errorf("ask IPAM %q for its versions: %w", plugin, err)
+	}
+	for _, v := range info.SupportedVersions() {
+		if v == "1.1.0" {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func cmdGC(args *skel.CmdArgs) error {
@@ -741,10 +765,11 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if conf.IPAM.Type == "" {
-		return nil // links die with their namespaces: nothing of ours outlives them
-	}
+	// Links die with their namespaces: only IPAM's leases can outlive them.
 	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
 	defer cancel()
+	if ok, err := ipamHas11(ctx, conf.IPAM.Type); err != nil || !ok {
+		return err
+	}
 	return invoke.DelegateGC(ctx, conf.IPAM.Type, args.StdinData, nil)
 }
