@@ -43,6 +43,9 @@ type NetConf struct {
 	Flag            Flag   `json:"flag,omitempty"`
 	MTU             int    `json:"mtu,omitempty"`
 	LinkInContainer bool   `json:"linkInContainer,omitempty"`
+	// IPAMExec runs the host-local binary from CNI_PATH instead of the
+	// bundled host-local in this process.
+	IPAMExec bool `json:"ipamExec,omitempty"`
 }
 
 // prev is the previous plugin's result in the current result format, or

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -350,21 +349,15 @@ func (s *session) addresses(ctx context.Context, undo *[]func()) (*current.Resul
 		prev := s.conf.prev()
 		return &current.Result{CNIVersion: current.ImplementedSpecVersion, IPs: prev.IPs, Routes: prev.Routes, DNS: prev.DNS}, nil
 	}
-	r, err := invoke.DelegateAdd(ctx, s.conf.IPAM.Type, s.args.StdinData, nil)
+	i := ipam{s.args, s.conf}
+	res, err := i.add(ctx)
 	// A failed IPAM ADD may still hold a lease: release it in any case.
 	*undo = append(*undo, func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		_ = invoke.DelegateDel(ctx, s.conf.IPAM.Type, s.args.StdinData, nil)
+		_ = i.del(ctx)
 	})
-	if err != nil {
-		return nil, err
-	}
-	res, err := current.NewResultFromResult(r)
-	if err != nil {
-		return nil, fmt.Errorf("convert IPAM %q result: %w", s.conf.IPAM.Type, err)
-	}
-	return res, nil
+	return res, err
 }
 
 // announceOnUp asks the kernel to announce the addresses when the link
@@ -509,7 +502,7 @@ func cmdDel(args *skel.CmdArgs) error {
 func del(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
 	linkErr := deleteLink(args)
 	if conf.IPAM.Type != "" {
-		if err := invoke.DelegateDel(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
+		if err := (ipam{args, conf}).del(ctx); err != nil {
 			return err
 		}
 	}
@@ -575,7 +568,7 @@ func check(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
 		return err
 	}
 	if conf.IPAM.Type != "" {
-		if err := invoke.DelegateCheck(ctx, conf.IPAM.Type, args.StdinData, nil); err != nil {
+		if err := (ipam{args, conf}).check(ctx); err != nil {
 			return err
 		}
 	}
@@ -709,13 +702,13 @@ func cmdStatus(args *skel.CmdArgs) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
 	defer cancel()
-	return status(ctx, conf, args.StdinData)
+	return status(ctx, args, conf)
 }
 
 // status reports whether ADD can succeed: the master exists (when it lives
 // in the host namespace and is not taken from a previous plugin) and IPAM
 // is ready.
-func status(ctx context.Context, conf *NetConf, stdin []byte) error {
+func status(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
 	if !conf.LinkInContainer && (conf.Master != "" || conf.IPAM.Type != "") {
 		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
@@ -730,34 +723,10 @@ func status(ctx context.Context, conf *NetConf, stdin []byte) error {
 			return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("master is omitted and %v", err), "")
 		}
 	}
-	if ok, err := ipamHas11(ctx, conf.IPAM.Type); err != nil || !ok {
-		return err
+	if conf.IPAM.Type == "" {
+		return nil
 	}
-	return invoke.DelegateStatus(ctx, conf.IPAM.Type, stdin, nil)
-}
-
-// ipamHas11 reports whether the IPAM plugin implements STATUS and GC, which
-// came with CNI 1.1.0. An older plugin (the reference host-local before
-// 1.5, say) has nothing to report or collect, and asking it would fail the
-// whole verb.
-func ipamHas11(ctx context.Context, plugin string) (bool, error) {
-	if plugin == "" {
-		return false, nil
-	}
-	path, err := invoke.FindInPath(plugin, filepath.SplitList(os.Getenv("CNI_PATH")))
-	if err != nil {
-		return false, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("ipam type %q: %v", plugin, err), "")
-	}
-	info, err := invoke.GetVersionInfo(ctx, path, nil)
-	if err != nil {
-		return false, fmt.Errorf("ask IPAM %q for its versions: %w", plugin, err)
-	}
-	for _, v := range info.SupportedVersions() {
-		if v == "1.1.0" {
-			return true, nil
-		}
-	}
-	return false, nil
+	return ipam{args, conf}.status(ctx)
 }
 
 func cmdGC(args *skel.CmdArgs) error {
@@ -768,8 +737,8 @@ func cmdGC(args *skel.CmdArgs) error {
 	// Links die with their namespaces: only IPAM's leases can outlive them.
 	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
 	defer cancel()
-	if ok, err := ipamHas11(ctx, conf.IPAM.Type); err != nil || !ok {
-		return err
+	if conf.IPAM.Type == "" {
+		return nil
 	}
-	return invoke.DelegateGC(ctx, conf.IPAM.Type, args.StdinData, nil)
+	return ipam{args, conf}.gc(ctx)
 }

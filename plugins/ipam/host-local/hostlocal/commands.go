@@ -1,4 +1,10 @@
-package main
+// Package hostlocal implements the host-local IPAM verbs (ADD, DEL, CHECK,
+// GC, STATUS) over a lease store: configuration parsing, requested
+// addresses, results and their CNI error codes. The host-local binary wires
+// it to skel; the ipvlan plugin runs it in its own process when its ipam
+// type is host-local, saving a process start per verb. It touches no
+// network namespace and needs only write access to the data directory.
+package hostlocal
 
 import (
 	"errors"
@@ -15,6 +21,7 @@ import (
 
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/allocator"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store"
+	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store/disk"
 )
 
 // Plugin-specific error codes (the spec leaves 100 and up to plugins).
@@ -27,17 +34,25 @@ const (
 	errAlreadyLeased uint = 101
 )
 
-// plugin carries the CNI verbs. open returns the lease store of a network;
-// out receives results (os.Stdout when nil).
-type plugin struct {
-	open func(dataDir, network string) (store.Store, error)
-	out  io.Writer
+// Plugin carries the host-local verbs, each taking the arguments skel
+// passes a plugin. Open returns the lease store of a network; Out receives
+// printed results (os.Stdout when nil).
+type Plugin struct {
+	Open func(dataDir, network string) (store.Store, error)
+	Out  io.Writer
+}
+
+// OnDisk is the plugin with its leases on disk, in the reference format.
+func OnDisk() Plugin {
+	return Plugin{Open: func(dataDir, network string) (store.Store, error) {
+		return disk.New(dataDir, network)
+	}}
 }
 
 // withAllocator opens the network's lease store, runs fn with an
 // allocator over it, and closes the store.
-func (p plugin) withAllocator(c *Config, fn func(*allocator.Allocator) error) error {
-	st, err := p.open(c.DataDir, c.Name)
+func (p Plugin) withAllocator(c *Config, fn func(*allocator.Allocator) error) error {
+	st, err := p.Open(c.DataDir, c.Name)
 	if err != nil {
 		return types.NewError(types.ErrIOFailure, fmt.Sprintf("open lease store of network %q in dataDir %q: %v", c.Name, c.DataDir, err), "")
 	}
@@ -71,17 +86,44 @@ func cniError(err error) *types.Error {
 	return types.NewError(types.ErrIOFailure, err.Error(), "")
 }
 
-func (p plugin) print(r types.Result) error {
-	w := p.out
+func (p Plugin) print(r types.Result) error {
+	w := p.Out
 	if w == nil {
 		w = os.Stdout
 	}
 	return r.PrintTo(w)
 }
 
-// add leases one address per range set and prints the result in the
+// Add leases one address per range set and prints the result in the
 // config's cniVersion.
-func (p plugin) add(args *skel.CmdArgs) error {
+func (p Plugin) Add(args *skel.CmdArgs) error {
+	return p.add(args, func(c *Config, result *current.Result) error {
+		out, err := result.GetAsVersion(c.CNIVersion)
+		if err != nil {
+			return types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("convert result to cniVersion %q: %v", c.CNIVersion, err), "")
+		}
+		if err := p.print(out); err != nil {
+			return types.NewError(types.ErrIOFailure, fmt.Sprintf("print result: %v", err), "")
+		}
+		return nil
+	})
+}
+
+// AddResult leases like Add and returns the result, in the current result
+// version, instead of printing it: for a plugin that runs host-local in its
+// own process.
+func (p Plugin) AddResult(args *skel.CmdArgs) (*current.Result, error) {
+	var res *current.Result
+	err := p.add(args, func(_ *Config, result *current.Result) error {
+		res = result
+		return nil
+	})
+	return res, err
+}
+
+// add leases the addresses and hands the result to emit; when emit fails
+// the leases are released.
+func (p Plugin) add(args *skel.CmdArgs, emit func(*Config, *current.Result) error) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -98,13 +140,13 @@ func (p plugin) add(args *skel.CmdArgs) error {
 	}
 	owner := store.NewAttachment(args.ContainerID, args.IfName)
 	return p.withAllocator(c, func(a *allocator.Allocator) error {
-		return p.allocate(a, c, owner, requested, result)
+		return allocate(a, owner, requested, result, func() error { return emit(c, result) })
 	})
 }
 
-// allocate leases the addresses, fills result and prints it; on any
+// allocate leases the addresses, fills result and calls emit; on any
 // failure after the leases were taken it releases them.
-func (p plugin) allocate(a *allocator.Allocator, c *Config, owner store.Attachment, requested map[int]netip.Addr, result *current.Result) (err error) {
+func allocate(a *allocator.Allocator, owner store.Attachment, requested map[int]netip.Addr, result *current.Result, emit func() error) (err error) {
 	allocs, err := a.Allocate(owner, requested)
 	if err != nil {
 		return cniError(err)
@@ -124,18 +166,11 @@ func (p plugin) allocate(a *allocator.Allocator, c *Config, owner store.Attachme
 			Gateway: al.Gateway.AsSlice(),
 		})
 	}
-	out, err := result.GetAsVersion(c.CNIVersion)
-	if err != nil {
-		return types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("convert result to cniVersion %q: %v", c.CNIVersion, err), "")
-	}
-	if err := p.print(out); err != nil {
-		return types.NewError(types.ErrIOFailure, fmt.Sprintf("print result: %v", err), "")
-	}
-	return nil
+	return emit()
 }
 
 // del releases every lease of the attachment; none is success.
-func (p plugin) del(args *skel.CmdArgs) error {
+func (p Plugin) Del(args *skel.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -150,7 +185,7 @@ func (p plugin) del(args *skel.CmdArgs) error {
 
 // check verifies that the attachment holds a lease for every address of
 // prevResult, or for at least one address when there is no prevResult.
-func (p plugin) check(args *skel.CmdArgs) error {
+func (p Plugin) Check(args *skel.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -193,7 +228,7 @@ func (p plugin) check(args *skel.CmdArgs) error {
 // gc releases every lease whose attachment is not in
 // cni.dev/valid-attachments. Without that key it refuses, rather than
 // release every lease.
-func (p plugin) gc(args *skel.CmdArgs) error {
+func (p Plugin) GC(args *skel.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -210,7 +245,7 @@ func (p plugin) gc(args *skel.CmdArgs) error {
 }
 
 // status fails with code 50 when a range set has no free address.
-func (p plugin) status(args *skel.CmdArgs) error {
+func (p Plugin) Status(args *skel.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package main
+package hostlocal
 
 import (
 	"bytes"
@@ -15,9 +15,9 @@ import (
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store"
 )
 
-// fakePlugin returns a plugin over st that prints into out.
-func fakePlugin(st *store.Fake, out *bytes.Buffer) plugin {
-	return plugin{open: func(string, string) (store.Store, error) { return st, nil }, out: out}
+// fakePlugin returns a Plugin over st that prints into out.
+func fakePlugin(st *store.Fake, out *bytes.Buffer) Plugin {
+	return Plugin{Open: func(string, string) (store.Store, error) { return st, nil }, Out: out}
 }
 
 func cmdArgs(id, stdin, envArgs string) *skel.CmdArgs {
@@ -53,7 +53,7 @@ func TestAddResultVersions(t *testing.T) {
 		t.Run(tt.version, func(t *testing.T) {
 			var out bytes.Buffer
 			p := fakePlugin(store.NewFake(), &out)
-			if err := p.add(cmdArgs("c1", versionConf(tt.version, ipam), "")); err != nil {
+			if err := p.Add(cmdArgs("c1", versionConf(tt.version, ipam), "")); err != nil {
 				t.Fatal(err)
 			}
 			var got, want any
@@ -77,7 +77,7 @@ func TestAddDNS(t *testing.T) {
 	}
 	var out bytes.Buffer
 	p := fakePlugin(store.NewFake(), &out)
-	if err := p.add(cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24","resolvConf":"`+path+`"}`), "")); err != nil {
+	if err := p.Add(cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24","resolvConf":"`+path+`"}`), "")); err != nil {
 		t.Fatal(err)
 	}
 	var got struct {
@@ -105,7 +105,7 @@ func TestCommandErrors(t *testing.T) {
 	tests := []struct {
 		name  string
 		st    func() *store.Fake
-		run   func(p plugin) error
+		run   func(p Plugin) error
 		code  uint
 		msg   string
 		after map[netip.Addr]store.Attachment // leases left, when checked
@@ -113,38 +113,38 @@ func TestCommandErrors(t *testing.T) {
 		{
 			name: "pool exhausted",
 			st:   full,
-			run:  func(p plugin) error { return p.add(cmdArgs("c1", small, "")) },
+			run:  func(p Plugin) error { return p.Add(cmdArgs("c1", small, "")) },
 			code: 11, msg: "range set 0 (10.1.0.1-10.1.0.2) has no free address",
 		},
 		{
 			name: "requested address taken",
 			st:   full,
-			run:  func(p plugin) error { return p.add(cmdArgs("c1", small, "IP=10.1.0.2")) },
+			run:  func(p Plugin) error { return p.Add(cmdArgs("c1", small, "IP=10.1.0.2")) },
 			code: 11, msg: "requested address 10.1.0.2 in range set 0 is already leased",
 		},
 		{
 			name: "requested gateway",
 			st:   store.NewFake,
-			run:  func(p plugin) error { return p.add(cmdArgs("c1", small, "IP=10.1.0.1")) },
+			run:  func(p Plugin) error { return p.Add(cmdArgs("c1", small, "IP=10.1.0.1")) },
 			code: 7, msg: `CNI_ARGS IP "10.1.0.1" is the gateway of ipam`,
 		},
 		{
 			name: "requested address outside the ranges",
 			st:   store.NewFake,
-			run:  func(p plugin) error { return p.add(cmdArgs("c1", small, "IP=10.9.0.1")) },
+			run:  func(p Plugin) error { return p.Add(cmdArgs("c1", small, "IP=10.9.0.1")) },
 			code: 7, msg: `CNI_ARGS IP "10.9.0.1" is outside every range`,
 		},
 		{
 			name: "second ADD without DEL",
 			st:   full,
-			run:  func(p plugin) error { return p.add(cmdArgs("other", small, "")) },
+			run:  func(p Plugin) error { return p.Add(cmdArgs("other", small, "")) },
 			code: 101, msg: `container "other" interface "eth0" already holds 10.1.0.2 in range set 0`,
 		},
 		{
 			name: "second range set exhausted releases the first",
 			st:   full,
-			run: func(p plugin) error {
-				return p.add(cmdArgs("c1", conf(`{"ranges":[[{"subnet":"10.2.0.0/24"}],[{"subnet":"10.1.0.0/30"}]]}`), ""))
+			run: func(p Plugin) error {
+				return p.Add(cmdArgs("c1", conf(`{"ranges":[[{"subnet":"10.2.0.0/24"}],[{"subnet":"10.1.0.0/30"}]]}`), ""))
 			},
 			code: 11, msg: "range set 1 (10.1.0.1-10.1.0.2) has no free address",
 			after: map[netip.Addr]store.Attachment{netip.MustParseAddr("10.1.0.2"): store.NewAttachment("other", "eth0")},
@@ -152,22 +152,22 @@ func TestCommandErrors(t *testing.T) {
 		{
 			name: "missing resolv.conf",
 			st:   store.NewFake,
-			run: func(p plugin) error {
-				return p.add(cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24","resolvConf":"/nonexistent/resolv.conf"}`), ""))
+			run: func(p Plugin) error {
+				return p.Add(cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24","resolvConf":"/nonexistent/resolv.conf"}`), ""))
 			},
 			code: 5, msg: `ipam.resolvConf "/nonexistent/resolv.conf": open /nonexistent/resolv.conf: no such file or directory`,
 		},
 		{
 			name: "CHECK without lease",
 			st:   store.NewFake,
-			run:  func(p plugin) error { return p.check(cmdArgs("c1", small, "")) },
+			run:  func(p Plugin) error { return p.Check(cmdArgs("c1", small, "")) },
 			code: 100, msg: `container "c1" interface "eth0" holds no lease in network "net1"`,
 		},
 		{
 			name: "CHECK with an address not leased",
 			st:   full,
-			run: func(p plugin) error {
-				return p.check(cmdArgs("other", conf(`{"subnet":"10.1.0.0/30"}`,
+			run: func(p Plugin) error {
+				return p.Check(cmdArgs("other", conf(`{"subnet":"10.1.0.0/30"}`,
 					`"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"10.1.0.2/30"},{"address":"10.1.0.1/30"}]}`), ""))
 			},
 			code: 100, msg: `prevResult address 10.1.0.1 is not leased to container "other" interface "eth0" in network "net1"`,
@@ -175,21 +175,21 @@ func TestCommandErrors(t *testing.T) {
 		{
 			name: "GC without valid attachments",
 			st:   full,
-			run:  func(p plugin) error { return p.gc(cmdArgs("", small, "")) },
+			run:  func(p Plugin) error { return p.GC(cmdArgs("", small, "")) },
 			code: 7, msg: "cni.dev/valid-attachments is missing: refusing to release every lease",
 		},
 		{
 			name: "STATUS of a full pool",
 			st:   full,
-			run:  func(p plugin) error { return p.status(cmdArgs("", small, "")) },
+			run:  func(p Plugin) error { return p.Status(cmdArgs("", small, "")) },
 			code: 50, msg: `network "net1": range set 0 (10.1.0.1-10.1.0.2) has no free address`,
 		},
 		{
 			name: "store cannot open",
 			st:   store.NewFake,
-			run: func(p plugin) error {
-				p.open = func(string, string) (store.Store, error) { return nil, errors.New("permission denied") }
-				return p.del(cmdArgs("c1", small, ""))
+			run: func(p Plugin) error {
+				p.Open = func(string, string) (store.Store, error) { return nil, errors.New("permission denied") }
+				return p.Del(cmdArgs("c1", small, ""))
 			},
 			code: 5, msg: `open lease store of network "net1" in dataDir "/var/lib/cni/networks": permission denied`,
 		},
@@ -217,24 +217,24 @@ func TestLifecycle(t *testing.T) {
 	var out bytes.Buffer
 	p := fakePlugin(st, &out)
 	c := conf(`{"subnet":"10.1.0.0/24"}`)
-	if err := p.add(cmdArgs("c1", c, "")); err != nil {
+	if err := p.Add(cmdArgs("c1", c, "")); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.add(cmdArgs("c2", c, "IP=10.1.0.77")); err != nil {
+	if err := p.Add(cmdArgs("c2", c, "IP=10.1.0.77")); err != nil {
 		t.Fatal(err)
 	}
 	withPrev := conf(`{"subnet":"10.1.0.0/24"}`, `"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"10.1.0.77/24"}]}`)
-	if err := p.check(cmdArgs("c2", withPrev, "")); err != nil {
+	if err := p.Check(cmdArgs("c2", withPrev, "")); err != nil {
 		t.Errorf("CHECK c2: %v", err)
 	}
-	if err := p.check(cmdArgs("c1", c, "")); err != nil {
+	if err := p.Check(cmdArgs("c1", c, "")); err != nil {
 		t.Errorf("CHECK c1 without prevResult: %v", err)
 	}
-	if err := p.status(cmdArgs("", c, "")); err != nil {
+	if err := p.Status(cmdArgs("", c, "")); err != nil {
 		t.Errorf("STATUS: %v", err)
 	}
 	gc := conf(`{"subnet":"10.1.0.0/24"}`, `"cni.dev/valid-attachments":[{"containerID":"c2","ifname":"eth0"}]`)
-	if err := p.gc(cmdArgs("", gc, "")); err != nil {
+	if err := p.GC(cmdArgs("", gc, "")); err != nil {
 		t.Fatal(err)
 	}
 	want := map[netip.Addr]store.Attachment{netip.MustParseAddr("10.1.0.77"): store.NewAttachment("c2", "eth0")}
@@ -242,7 +242,7 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("after GC (-want +got):\n%s", diff)
 	}
 	for range 2 { // DEL is idempotent
-		if err := p.del(cmdArgs("c2", c, "")); err != nil {
+		if err := p.Del(cmdArgs("c2", c, "")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -281,17 +281,41 @@ func TestAddUndoesOnLateFailure(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := store.NewFake()
-			p := plugin{open: func(string, string) (store.Store, error) { return st, nil }}
+			p := Plugin{Open: func(string, string) (store.Store, error) { return st, nil }}
 			if tt.code == 5 {
-				p.out = failingWriter{}
+				p.Out = failingWriter{}
 			} else {
-				p.out = &bytes.Buffer{}
+				p.Out = &bytes.Buffer{}
 			}
-			err := p.add(cmdArgs("c1", tt.stdin, ""))
+			err := p.Add(cmdArgs("c1", tt.stdin, ""))
 			checkCNIError(t, err, tt.code, tt.msg)
 			if n := len(st.Snapshot()); n != 0 {
 				t.Errorf("%d leases left after a failed ADD", n)
 			}
 		})
+	}
+}
+
+// TestAddResult: the in-process form leases like Add, prints nothing, and
+// returns the result in the current version.
+func TestAddResult(t *testing.T) {
+	st := store.NewFake()
+	var out bytes.Buffer
+	p := fakePlugin(st, &out)
+	res, err := p.AddResult(cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24"}`), ""))
+	if err != nil {
+		t.Fatalf("AddResult: %v", err)
+	}
+	if got := []string{res.CNIVersion, res.IPs[0].Address.String(), res.IPs[0].Gateway.String()}; !cmp.Equal(got, []string{"1.1.0", "10.1.0.2/24", "10.1.0.1"}) {
+		t.Errorf("result = %v, want [1.1.0 10.1.0.2/24 10.1.0.1]", got)
+	}
+	if out.Len() != 0 {
+		t.Errorf("AddResult printed %q", out.String())
+	}
+	if err := p.Del(cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24"}`), "")); err != nil {
+		t.Fatalf("Del: %v", err)
+	}
+	if _, err := p.AddResult(cmdArgs("c2", conf(`{"subnet":"10.1.0.0/24"}`), "")); err != nil {
+		t.Fatalf("AddResult after Del: %v", err)
 	}
 }

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/hostlocal"
+)
+
+// bundledIPAM is the IPAM type this plugin can run in its own process.
+const bundledIPAM = "host-local"
+
+// ipam runs the IPAM verbs for one invocation: the bundled host-local in
+// this process (one process start less per verb, the same code and on-disk
+// store as the host-local binary), or, for any other type or with
+// ipamExec, the plugin of that name in CNI_PATH.
+type ipam struct {
+	args *skel.CmdArgs
+	conf *NetConf
+}
+
+func (i ipam) inProcess() bool {
+	return i.conf.IPAM.Type == bundledIPAM && !i.conf.IPAMExec
+}
+
+func (i ipam) add(ctx context.Context) (*current.Result, error) {
+	if i.inProcess() {
+		return hostlocal.OnDisk().AddResult(i.args)
+	}
+	r, err := invoke.DelegateAdd(ctx, i.conf.IPAM.Type, i.args.StdinData, nil)
+	if err != nil {
+		return nil, err
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return nil, fmt.Errorf("convert IPAM %q result: %w", i.conf.IPAM.Type, err)
+	}
+	return res, nil
+}
+
+func (i ipam) del(ctx context.Context) error {
+	if i.inProcess() {
+		return hostlocal.OnDisk().Del(i.args)
+	}
+	return invoke.DelegateDel(ctx, i.conf.IPAM.Type, i.args.StdinData, nil)
+}
+
+func (i ipam) check(ctx context.Context) error {
+	if i.inProcess() {
+		return hostlocal.OnDisk().Check(i.args)
+	}
+	return invoke.DelegateCheck(ctx, i.conf.IPAM.Type, i.args.StdinData, nil)
+}
+
+func (i ipam) status(ctx context.Context) error {
+	if i.inProcess() {
+		return hostlocal.OnDisk().Status(i.args)
+	}
+	if ok, err := i.has11(ctx); err != nil || !ok {
+		return err
+	}
+	return invoke.DelegateStatus(ctx, i.conf.IPAM.Type, i.args.StdinData, nil)
+}
+
+func (i ipam) gc(ctx context.Context) error {
+	if i.inProcess() {
+		return hostlocal.OnDisk().GC(i.args)
+	}
+	if ok, err := i.has11(ctx); err != nil || !ok {
+		return err
+	}
+	return invoke.DelegateGC(ctx, i.conf.IPAM.Type, i.args.StdinData, nil)
+}
+
+// has11 reports whether the IPAM plugin implements STATUS and GC, which
+// came with CNI 1.1.0. An older plugin (the reference host-local before
+// 1.5, say) has nothing to report or collect, and asking it would fail the
+// whole verb.
+func (i ipam) has11(ctx context.Context) (bool, error) {
+	path, err := invoke.FindInPath(i.conf.IPAM.Type, filepath.SplitList(os.Getenv("CNI_PATH")))
+	if err != nil {
+		return false, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("ipam type %q: %v", i.conf.IPAM.Type, err), "")
+	}
+	info, err := invoke.GetVersionInfo(ctx, path, nil)
+	if err != nil {
+		return false, fmt.Errorf("ask IPAM %q for its versions: %w", i.conf.IPAM.Type, err)
+	}
+	for _, v := range info.SupportedVersions() {
+		if v == "1.1.0" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
