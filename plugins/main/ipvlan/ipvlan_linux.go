@@ -155,6 +155,10 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 		}
 	}()
 
+	// IPAM and the link need nothing from each other until the addresses
+	// are configured: lease while the kernel makes the link.
+	addresses := s.startAddresses(ctx, &undo)
+
 	link, err := s.createLink(master)
 	if err != nil {
 		return nil, err
@@ -176,7 +180,7 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 		return nil, err
 	}
 
-	addrs, err := s.addresses(ctx, &undo)
+	addrs, err := addresses()
 	if err != nil {
 		return nil, err
 	}
@@ -342,22 +346,37 @@ func defaultRouteLink(h *netlink.Handle) (netlink.Link, error) {
 	return nil, errors.New("there is no default route to take it from")
 }
 
-// addresses gets the interface's addresses from IPAM, registering the
-// lease's release as an undo step, or takes them from prevResult.
-func (s *session) addresses(ctx context.Context, undo *[]func()) (*current.Result, error) {
+// startAddresses starts getting the interface's addresses, from IPAM or
+// from prevResult, and returns a function that waits for them. The lease's
+// release is registered as an undo step at once: it waits for IPAM to
+// finish, so a failure anywhere never leaves a lease behind, even one that
+// a failed IPAM ADD took.
+func (s *session) startAddresses(ctx context.Context, undo *[]func()) func() (*current.Result, error) {
 	if s.conf.IPAM.Type == "" {
 		prev := s.conf.prev()
-		return &current.Result{CNIVersion: current.ImplementedSpecVersion, IPs: prev.IPs, Routes: prev.Routes, DNS: prev.DNS}, nil
+		res := &current.Result{CNIVersion: current.ImplementedSpecVersion, IPs: prev.IPs, Routes: prev.Routes, DNS: prev.DNS}
+		return func() (*current.Result, error) { return res, nil }
 	}
 	i := ipam{s.args, s.conf}
-	res, err := i.add(ctx)
-	// A failed IPAM ADD may still hold a lease: release it in any case.
+	var (
+		res  *current.Result
+		err  error
+		done = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		res, err = i.add(ctx)
+	}()
 	*undo = append(*undo, func() {
+		<-done
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		_ = i.del(ctx)
 	})
-	return res, err
+	return func() (*current.Result, error) {
+		<-done
+		return res, err
+	}
 }
 
 // announceOnUp asks the kernel to announce the addresses when the link
@@ -500,13 +519,17 @@ func cmdDel(args *skel.CmdArgs) error {
 // effort and idempotent: a missing namespace, link or master is success,
 // and IPAM is always asked to release.
 func del(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
-	linkErr := deleteLink(args)
+	// The kernel's unregistering of the link waits for an RCU grace period;
+	// the lease is released meanwhile.
+	linkErr := make(chan error, 1)
+	go func() { linkErr <- deleteLink(args) }()
 	if conf.IPAM.Type != "" {
 		if err := (ipam{args, conf}).del(ctx); err != nil {
-			return err
+			<-linkErr
+			return err // as IPAM gave it: a *types.Error keeps its code
 		}
 	}
-	return linkErr
+	return <-linkErr
 }
 
 // deleteLink deletes CNI_IFNAME in CNI_NETNS if it is an ipvlan link:
@@ -567,11 +590,25 @@ func check(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
 	if err := validateIfName(args.IfName); err != nil {
 		return err
 	}
-	if conf.IPAM.Type != "" {
-		if err := (ipam{args, conf}).check(ctx); err != nil {
-			return err
+	// IPAM checks its lease while the link is read back.
+	ipamErr := make(chan error, 1)
+	go func() {
+		if conf.IPAM.Type == "" {
+			ipamErr <- nil
+			return
 		}
+		ipamErr <- ipam{args, conf}.check(ctx)
+	}()
+	if err := checkLink(args, conf, prev); err != nil {
+		<-ipamErr
+		return err
 	}
+	return <-ipamErr
+}
+
+// checkLink compares the container's interface with the configuration and
+// prevResult.
+func checkLink(args *skel.CmdArgs, conf *NetConf, prev *current.Result) error {
 	s, err := openSession(args, conf)
 	if err != nil {
 		return err
