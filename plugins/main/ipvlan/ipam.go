@@ -3,14 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginexec"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/hostlocal"
 )
 
@@ -20,7 +17,7 @@ const bundledIPAM = "host-local"
 // ipam runs the IPAM verbs for one invocation: the bundled host-local in
 // this process (one process start less per verb, the same code and on-disk
 // store as the host-local binary), or, for any other type or with
-// ipamExec, the plugin of that name in CNI_PATH.
+// ipamExec, the plugin of that name in CNI_PATH (package pluginexec).
 type ipam struct {
 	args *skel.CmdArgs
 	conf *NetConf
@@ -34,7 +31,7 @@ func (i ipam) add(ctx context.Context) (*current.Result, error) {
 	if i.inProcess() {
 		return hostlocal.OnDisk().AddResult(i.args)
 	}
-	r, err := invoke.DelegateAdd(ctx, i.conf.IPAM.Type, i.args.StdinData, nil)
+	r, err := pluginexec.Add(ctx, i.conf.IPAM.Type, i.args.StdinData)
 	if err != nil {
 		return nil, err
 	}
@@ -49,14 +46,14 @@ func (i ipam) del(ctx context.Context) error {
 	if i.inProcess() {
 		return hostlocal.OnDisk().Del(i.args)
 	}
-	return invoke.DelegateDel(ctx, i.conf.IPAM.Type, i.args.StdinData, nil)
+	return i.exec(ctx, "DEL")
 }
 
 func (i ipam) check(ctx context.Context) error {
 	if i.inProcess() {
 		return hostlocal.OnDisk().Check(i.args)
 	}
-	return invoke.DelegateCheck(ctx, i.conf.IPAM.Type, i.args.StdinData, nil)
+	return i.exec(ctx, "CHECK")
 }
 
 func (i ipam) status(ctx context.Context) error {
@@ -66,7 +63,7 @@ func (i ipam) status(ctx context.Context) error {
 	if ok, err := i.has11(ctx); err != nil || !ok {
 		return err
 	}
-	return invoke.DelegateStatus(ctx, i.conf.IPAM.Type, i.args.StdinData, nil)
+	return i.exec(ctx, "STATUS")
 }
 
 func (i ipam) gc(ctx context.Context) error {
@@ -76,7 +73,13 @@ func (i ipam) gc(ctx context.Context) error {
 	if ok, err := i.has11(ctx); err != nil || !ok {
 		return err
 	}
-	return invoke.DelegateGC(ctx, i.conf.IPAM.Type, i.args.StdinData, nil)
+	return i.exec(ctx, "GC")
+}
+
+// exec runs the IPAM plugin of CNI_PATH for a verb that returns no result.
+func (i ipam) exec(ctx context.Context, verb string) error {
+	_, err := pluginexec.Run(ctx, i.conf.IPAM.Type, verb, i.args.StdinData)
+	return err
 }
 
 // has11 reports whether the IPAM plugin implements STATUS and GC, which
@@ -84,18 +87,9 @@ func (i ipam) gc(ctx context.Context) error {
 // 1.5, say) has nothing to report or collect, and asking it would fail the
 // whole verb.
 func (i ipam) has11(ctx context.Context) (bool, error) {
-	path, err := invoke.FindInPath(i.conf.IPAM.Type, filepath.SplitList(os.Getenv("CNI_PATH")))
-	if err != nil {
-		return false, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("ipam type %q: %v", i.conf.IPAM.Type, err), "")
-	}
-	info, err := invoke.GetVersionInfo(ctx, path, nil)
+	ok, err := pluginexec.Supports(ctx, i.conf.IPAM.Type, "1.1.0")
 	if err != nil {
 		return false, fmt.Errorf("ask IPAM %q for its versions: %w", i.conf.IPAM.Type, err)
 	}
-	for _, v := range info.SupportedVersions() {
-		if v == "1.1.0" {
-			return true, nil
-		}
-	}
-	return false, nil
+	return ok, nil
 }
