@@ -1,0 +1,197 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// network is the configuration both implementations are measured with;
+// only the directory the plugins are found in differs. cniVersion 1.0.0 is
+// the newest the reference (containernetworking-plugins 1.1.1) speaks.
+const network = `{
+  "cniVersion": "1.0.0",
+  "name": "bench",
+  "plugins": [{
+    "type": "ipvlan",
+    "master": %q,
+    "mode": "l2",
+    "ipam": {
+      "type": "host-local",
+      "ranges": [[{"subnet": "10.128.0.0/16"}]],
+      "routes": [{"dst": "0.0.0.0/0"}],
+      "dataDir": %q
+    }
+  }]
+}`
+
+// verb is a CNI operation as a runtime performs it through libcni.
+type verb string
+
+const (
+	verbAdd   verb = "ADD"
+	verbCheck verb = "CHECK"
+	verbDel   verb = "DEL"
+)
+
+// impl is one implementation under test: a plugin directory with its own
+// IPAM data directory and libcni cache, in the shared environment.
+type impl struct {
+	name    string // "ours" or "reference"
+	dir     string
+	dataDir string
+	env     *env
+	cni     *libcni.CNIConfig
+	conf    *libcni.NetworkConfigList
+}
+
+func newImpl(name, dir, tmp string, e *env) (*impl, error) {
+	for _, p := range []string{"ipvlan", "host-local"} {
+		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
+			return nil, fmt.Errorf("%s: plugin %s: %w", name, p, err)
+		}
+	}
+	im := &impl{name: name, dir: dir, env: e, dataDir: filepath.Join(tmp, name, "ipam")}
+	if err := os.MkdirAll(im.dataDir, 0o755); err != nil {
+		return nil, err
+	}
+	conf, err := libcni.ConfListFromBytes(fmt.Appendf(nil, network, masterName, im.dataDir))
+	if err != nil {
+		return nil, fmt.Errorf("%s: network configuration: %w", name, err)
+	}
+	im.conf = conf
+	im.cni = libcni.NewCNIConfigWithCacheDir([]string{dir}, filepath.Join(tmp, name, "cache"), nil)
+	return im, nil
+}
+
+// attachment is one container's attachment to the network.
+type attachment struct {
+	rt *libcni.RuntimeConf
+}
+
+// attachments names n attachments, one per container namespace.
+func (im *impl) attachments(phase string, containers []ns.NetNS) []attachment {
+	as := make([]attachment, len(containers))
+	for i, c := range containers {
+		as[i] = attachment{rt: &libcni.RuntimeConf{
+			ContainerID: fmt.Sprintf("%s-%s-%05d", im.name, phase, i),
+			NetNS:       c.Path(),
+			IfName:      "eth0",
+		}}
+	}
+	return as
+}
+
+// do runs v for a through libcni, started in the host namespace as a
+// runtime would, and returns how long libcni took.
+func (im *impl) do(ctx context.Context, v verb, a attachment) (time.Duration, error) {
+	var d time.Duration
+	err := im.env.host.Do(func(ns.NetNS) error {
+		var err error
+		start := time.Now()
+		switch v {
+		case verbAdd:
+			_, err = im.cni.AddNetworkList(ctx, im.conf, a.rt)
+		case verbCheck:
+			err = im.cni.CheckNetworkList(ctx, im.conf, a.rt)
+		case verbDel:
+			err = im.cni.DelNetworkList(ctx, im.conf, a.rt)
+		}
+		d = time.Since(start)
+		return err
+	})
+	if err != nil {
+		return d, fmt.Errorf("%s: %s %s: %w", im.name, v, a.rt.ContainerID, err)
+	}
+	return d, nil
+}
+
+// sequential performs ADD on every attachment, then CHECK on every one,
+// then DEL on every one, one at a time, timing each call.
+func (im *impl) sequential(ctx context.Context, as []attachment) (Verbs, error) {
+	var out Verbs
+	for _, step := range []struct {
+		v    verb
+		dist *Dist
+	}{{verbAdd, &out.Add}, {verbCheck, &out.Check}, {verbDel, &out.Del}} {
+		ds := make([]time.Duration, 0, len(as))
+		for _, a := range as {
+			d, err := im.do(ctx, step.v, a)
+			if err != nil {
+				return out, err
+			}
+			ds = append(ds, d)
+		}
+		*step.dist = summarize(ds)
+	}
+	return out, nil
+}
+
+// parallel performs v on every attachment with workers goroutines and
+// returns the wall time and the calls that failed.
+func (im *impl) parallel(ctx context.Context, v verb, as []attachment, workers int) (time.Duration, []error) {
+	next := make(chan attachment)
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	start := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for a := range next {
+				if _, err := im.do(ctx, v, a); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, a := range as {
+		next <- a
+	}
+	close(next)
+	wg.Wait()
+	return time.Since(start), errs
+}
+
+// checkLeaks fails when the implementation left anything behind in the
+// given containers, the host namespace or its IPAM data directory.
+func (im *impl) checkLeaks(phase string, containers []ns.NetNS) error {
+	found, err := im.env.leaks(containers, im.dataDir)
+	if err != nil {
+		return fmt.Errorf("%s: %s: leak check: %w", im.name, phase, err)
+	}
+	if len(found) > 0 {
+		more := ""
+		if len(found) > 5 {
+			more = fmt.Sprintf(" and %d more", len(found)-5)
+			found = found[:5]
+		}
+		return &leakError{fmt.Sprintf("%s: %s: after DEL, left behind: %v%s", im.name, phase, found, more)}
+	}
+	return nil
+}
+
+// leakError is a leak found after DEL: the run goes on so that the table
+// is printed, and fails at the end.
+type leakError struct{ msg string }
+
+func (e *leakError) Error() string { return e.msg }
+
+func isLeak(err error) bool {
+	var le *leakError
+	return errors.As(err, &le)
+}

@@ -1,0 +1,183 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
+)
+
+// run measures ours and the reference in one environment and fills rep as
+// it goes, so that a failure still leaves what was measured. Leaks and
+// failed parallel calls are recorded and turned into an error at the end;
+// any other error ends the run.
+func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)) (err error) {
+	defer rep.finish()
+	rep.Unit = "ms"
+	rep.CPUs = runtime.NumCPU()
+	rep.Containers, rep.Fill, rep.Parallel, rep.Workers = cfg.containers, cfg.fill, cfg.parallel, cfg.workers
+	var uts unix.Utsname
+	if unix.Uname(&uts) == nil {
+		rep.Kernel = unix.ByteSliceToString(uts.Release[:])
+	}
+	if err := raiseFileLimit(); err != nil {
+		return err
+	}
+
+	tmp, err := os.MkdirTemp("", "bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	e, err := newEnv()
+	if err != nil {
+		return err
+	}
+	defer e.close()
+
+	ours, err := newImpl("ours", cfg.ours, tmp, e)
+	if err != nil {
+		return err
+	}
+	ref, err := newImpl("reference", cfg.reference, tmp, e)
+	if err != nil {
+		return err
+	}
+	impls := []struct {
+		*impl
+		rep *ImplReport
+	}{{ours, &rep.Ours}, {ref, &rep.Reference}}
+
+	start := time.Now()
+	pool, err := e.containers(max(cfg.fill+cfg.containers, cfg.parallel, cfg.runs), cfg.workers)
+	if err != nil {
+		return err
+	}
+	logf("created %d container namespaces in %.1f s", len(pool), time.Since(start).Seconds())
+
+	// Leaks are recorded and the run goes on; anything else stops it.
+	leak := func(err error) error {
+		if isLeak(err) {
+			logf("%v", err)
+			rep.Leaks = append(rep.Leaks, err.Error())
+			return nil
+		}
+		return err
+	}
+
+	// The profile comes first: it measures the floor the table shows too.
+	logf("profile")
+	if rep.Profile, err = profile(ctx, ours, ref, pool[:cfg.runs], cfg.floor, tmp); err != nil {
+		if err := leak(err); err != nil {
+			return err
+		}
+	}
+	if rep.Profile != nil {
+		rep.Floor = rep.Profile.Steps[0].Ours
+		defer func() { rep.Profile.addBreakdowns(rep.Ours.Idle) }()
+	}
+	logf("floor: noop p50 %.3f ms, p99 %.3f ms", rep.Floor.P50, rep.Floor.P99)
+
+	// Each phase runs for ours, then for the reference, before the next
+	// phase starts, so that a drift in the guest shows in both.
+	for _, im := range impls {
+		logf("%s: warm-up", im.name)
+		if _, err := im.sequential(ctx, im.attachments("warm", pool[:3])); err != nil {
+			return err
+		}
+	}
+
+	for _, im := range impls {
+		cs := pool[:cfg.containers]
+		logf("%s: none attached: ADD, CHECK, DEL of %d containers", im.name, len(cs))
+		if im.rep.Idle, err = im.sequential(ctx, im.attachments("idle", cs)); err != nil {
+			return err
+		}
+		logf("%s: none attached: p50 ADD %.3f, CHECK %.3f, DEL %.3f ms", im.name, im.rep.Idle.Add.P50, im.rep.Idle.Check.P50, im.rep.Idle.Del.P50)
+		if err := leak(im.checkLeaks("none attached", cs)); err != nil {
+			return err
+		}
+	}
+
+	for _, im := range impls {
+		if err := attachedPhase(ctx, im.impl, im.rep, pool, cfg, logf); err != nil {
+			if err := leak(err); err != nil {
+				return err
+			}
+		}
+	}
+
+	for _, im := range impls {
+		cs := pool[:cfg.parallel]
+		as := im.attachments("parallel", cs)
+		logf("%s: %d ADD, then %d DEL, %d workers", im.name, len(as), len(as), cfg.workers)
+		wall, addErrs := im.parallel(ctx, verbAdd, as, cfg.workers)
+		im.rep.ParallelAddWall = ms(wall)
+		wall, delErrs := im.parallel(ctx, verbDel, as, cfg.workers)
+		im.rep.ParallelDelWall = ms(wall)
+		errs := append(addErrs, delErrs...)
+		im.rep.ParallelErrors = len(errs)
+		for i, err := range errs {
+			if i == 5 {
+				rep.Failures = append(rep.Failures, fmt.Sprintf("%s: parallel: %d more errors", im.name, len(errs)-5))
+				break
+			}
+			rep.Failures = append(rep.Failures, "parallel: "+err.Error())
+		}
+		logf("%s: parallel: ADD %.0f ms, DEL %.0f ms wall, %d errors", im.name, im.rep.ParallelAddWall, im.rep.ParallelDelWall, len(errs))
+		if err := leak(im.checkLeaks("parallel", cs)); err != nil {
+			return err
+		}
+	}
+
+	for _, im := range impls {
+		if err := leak(im.checkLeaks("end", pool)); err != nil {
+			return err
+		}
+	}
+
+	var errs []error
+	if len(rep.Failures) > 0 {
+		errs = append(errs, fmt.Errorf("%d calls failed", len(rep.Failures)))
+	}
+	if len(rep.Leaks) > 0 {
+		errs = append(errs, fmt.Errorf("%d leak checks found something left behind after DEL", len(rep.Leaks)))
+	}
+	return errors.Join(errs...)
+}
+
+// attachedPhase attaches the fill with the workers (untimed, but its wall
+// time is recorded), measures ADD, CHECK and DEL of the next containers
+// one at a time, then detaches the fill.
+func attachedPhase(ctx context.Context, im *impl, rep *ImplReport, pool []ns.NetNS, cfg config, logf func(string, ...any)) error {
+	fill := im.attachments("fill", pool[:cfg.fill])
+	logf("%s: attaching %d containers with %d workers", im.name, len(fill), cfg.workers)
+	wall, errs := im.parallel(ctx, verbAdd, fill, cfg.workers)
+	rep.FillAddWall = ms(wall)
+	if len(errs) > 0 {
+		return fmt.Errorf("attach the fill: %d ADDs failed, the first: %w", len(errs), errs[0])
+	}
+	logf("%s: attached %d in %.1f s", im.name, len(fill), wall.Seconds())
+
+	measured := im.attachments("attached", pool[cfg.fill:cfg.fill+cfg.containers])
+	var err error
+	if rep.Attached, err = im.sequential(ctx, measured); err != nil {
+		return err
+	}
+	logf("%s: %d attached: p50 ADD %.3f, CHECK %.3f, DEL %.3f ms", im.name, len(fill), rep.Attached.Add.P50, rep.Attached.Check.P50, rep.Attached.Del.P50)
+
+	wall, errs = im.parallel(ctx, verbDel, fill, cfg.workers)
+	rep.FillDelWall = ms(wall)
+	if len(errs) > 0 {
+		return fmt.Errorf("detach the fill: %d DELs failed, the first: %w", len(errs), errs[0])
+	}
+	logf("%s: detached %d in %.1f s", im.name, len(fill), wall.Seconds())
+	return im.checkLeaks(fmt.Sprintf("%d attached", len(fill)), pool[:cfg.fill+cfg.containers])
+}
