@@ -18,6 +18,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/ipvlan-cni/ipvlan-cni/internal/vmtest"
 )
 
 // InVM reports whether the program runs inside the vmtest guest.
@@ -131,11 +133,9 @@ func PluginDir(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for d := wd; d != filepath.Dir(d); d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return filepath.Join(d, "bin")
-		}
+	root, err := vmtest.ModuleRoot(wd)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no go.mod above %s", wd)
-	return ""
+	return filepath.Join(root, "bin")
 }

@@ -72,8 +72,8 @@ func TestCPIOWriter(t *testing.T) {
 func TestModuleName(t *testing.T) {
 	for in, want := range map[string]string{
 		"/lib/modules/x/kernel/net/8021q/8021q.ko": "8021q",
-		"crc32c-intel.ko": "crc32c_intel",
-		"nf_tables":       "nf_tables",
+		"crc32c-intel.ko":                          "crc32c_intel",
+		"nf_tables":                                "nf_tables",
 	} {
 		if got := moduleName(in); got != want {
 			t.Errorf("moduleName(%q) = %q, want %q", in, got, want)

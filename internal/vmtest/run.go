@@ -61,6 +61,18 @@ type Result struct {
 	Tests    Counts        // top-level and sub-tests reported by "--- PASS/FAIL/SKIP"
 }
 
+// ModuleRoot finds the directory holding go.mod at or above dir.
+func ModuleRoot(dir string) (string, error) {
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		if d == filepath.Dir(d) {
+			return "", errors.New("no go.mod at or above " + dir)
+		}
+	}
+}
+
 // GuestDir is where the program, its arguments and testdata live in the guest.
 const GuestDir = "/vmtest"
 

@@ -21,7 +21,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -47,7 +46,7 @@ func run(prog string, args []string) int {
 		logf("vmexec: %v", err)
 		return 125
 	}
-	root, err := moduleRoot(cwd)
+	root, err := vmtest.ModuleRoot(cwd)
 	if err != nil {
 		logf("vmexec: %v", err)
 		return 125
@@ -83,18 +82,6 @@ func run(prog string, args []string) int {
 	}
 	logf("%s", summary)
 	return res.ExitCode
-}
-
-// moduleRoot finds the directory holding go.mod at or above dir.
-func moduleRoot(dir string) (string, error) {
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		if d == filepath.Dir(d) {
-			return "", errors.New("no go.mod at or above " + dir)
-		}
-	}
 }
 
 // timeout is the host-side limit: VMTEST_TIMEOUT, else the test binary's
