@@ -39,6 +39,7 @@ deps:
 
 unit: tools deps
 	@rm -f $(COUNTS)
+	@unformatted=$$(gofmt -l .); test -z "$$unformatted" || { echo "gofmt needed: $$unformatted"; exit 1; }
 	$(GO) vet ./...
 	GOOS=darwin $(GO) vet ./plugins/... ./pkg/...
 	$(GO) test -json -count=1 ./... | $(TESTSUM) -label unit -record $(COUNTS)
