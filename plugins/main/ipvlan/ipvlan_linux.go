@@ -105,18 +105,26 @@ func (s *session) close() {
 	}
 }
 
-func cmdAdd(args *skel.CmdArgs) error {
+// runVerb parses the configuration and runs verb under verbTimeout: what
+// every skel entry point does first.
+func runVerb(args *skel.CmdArgs, verb func(context.Context, *skel.CmdArgs, *NetConf) error) error {
 	conf, err := parseConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
 	defer cancel()
-	res, err := add(ctx, args, conf, nil)
-	if err != nil {
-		return err
-	}
-	return types.PrintResult(res, conf.CNIVersion)
+	return verb(ctx, args, conf)
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	return runVerb(args, func(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
+		res, err := add(ctx, args, conf, nil)
+		if err != nil {
+			return err
+		}
+		return types.PrintResult(res, conf.CNIVersion)
+	})
 }
 
 // add creates the container's ipvlan interface and configures it. On any
@@ -505,15 +513,7 @@ func (s *session) result(link netlink.Link, addrs *current.Result) *current.Resu
 	return res
 }
 
-func cmdDel(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
-	defer cancel()
-	return del(ctx, args, conf)
-}
+func cmdDel(args *skel.CmdArgs) error { return runVerb(args, del) }
 
 // del removes the container's link and releases its lease. It is best
 // effort and idempotent: a missing namespace, link or master is success,
@@ -570,15 +570,7 @@ func deleteLink(args *skel.CmdArgs) error {
 	return nil
 }
 
-func cmdCheck(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
-	defer cancel()
-	return check(ctx, args, conf)
-}
+func cmdCheck(args *skel.CmdArgs) error { return runVerb(args, check) }
 
 // check compares the container's interface with the configuration and
 // prevResult, and asks IPAM to check its lease.
@@ -732,15 +724,7 @@ func flagName(f netlink.IPVlanFlag) string {
 	return fmt.Sprintf("%d", f)
 }
 
-func cmdStatus(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
-	defer cancel()
-	return status(ctx, args, conf)
-}
+func cmdStatus(args *skel.CmdArgs) error { return runVerb(args, status) }
 
 // status reports whether ADD can succeed: the master exists (when it lives
 // in the host namespace and is not taken from a previous plugin) and IPAM
@@ -766,14 +750,11 @@ func status(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
 	return ipam{args, conf}.status(ctx)
 }
 
-func cmdGC(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
-	if err != nil {
-		return err
-	}
-	// Links die with their namespaces: only IPAM's leases can outlive them.
-	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
-	defer cancel()
+func cmdGC(args *skel.CmdArgs) error { return runVerb(args, gc) }
+
+// gc has IPAM release the leases of attachments no longer valid. Links die
+// with their namespaces: only IPAM's leases can outlive them.
+func gc(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
 	if conf.IPAM.Type == "" {
 		return nil
 	}
