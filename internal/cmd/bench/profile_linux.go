@@ -27,6 +27,7 @@ import (
 // The keys of the profile's steps.
 const (
 	stepFloor       = "floor"
+	stepFloorNoTHP  = "floor_disablethp"
 	stepIPVLANStart = "ipvlan_version"
 	stepIPAMStart   = "host_local_version"
 	stepIPAMAdd     = "host_local_add"
@@ -58,6 +59,8 @@ func stepWhat(key string) string {
 	switch key {
 	case stepFloor:
 		return "process start+exit: noop (the floor)"
+	case stepFloorNoTHP:
+		return "the same, heap off huge pages, as ours"
 	case stepIPVLANStart:
 		return "ipvlan VERSION: start, Go init, skel"
 	case stepIPAMStart:
@@ -127,6 +130,7 @@ func profile(ctx context.Context, ours, ref *impl, containers []ns.NetNS, floor,
 		return nil, err
 	}
 	add(stepFloor, starts[0], nil)
+	add(stepFloorNoTHP, starts[5], nil)
 	add(stepIPVLANStart, starts[1], &starts[2])
 	add(stepIPAMStart, starts[3], &starts[4])
 
@@ -302,9 +306,11 @@ func ipamConf(subnet, dataDir string) map[string]any {
 // ours' and the reference's ipvlan and host-local, after a few untimed
 // rounds to bring the binaries into the page cache: process start-up, Go
 // runtime and package initialisation, skel. It returns floor, ipvlan ours,
-// ipvlan reference, host-local ours, host-local reference.
-func measureStarts(ctx context.Context, ours, ref *impl, floor string, runs int) ([5]Dist, error) {
-	var out [5]Dist
+// ipvlan reference, host-local ours, host-local reference, and the floor
+// again with GODEBUG=disablethp=1, the default ours are built with
+// (vmtest.PluginLDFlags): what transparent huge pages cost a start.
+func measureStarts(ctx context.Context, ours, ref *impl, floor string, runs int) ([6]Dist, error) {
+	var out [6]Dist
 	raw := &invoke.RawExec{Stderr: os.Stderr}
 	env := append(os.Environ(), "CNI_COMMAND=VERSION")
 	stdin := []byte(`{"cniVersion":"1.0.0"}`)
@@ -322,12 +328,17 @@ func measureStarts(ctx context.Context, ours, ref *impl, floor string, runs int)
 			})
 		}
 	}
+	cmds = append(cmds, func() error {
+		cmd := exec.Command(floor)
+		cmd.Env = append(os.Environ(), "GODEBUG=disablethp=1")
+		return cmd.Run()
+	})
 	ds := make([][]time.Duration, len(cmds))
 	for i := range runs + 3 {
 		for k, cmd := range cmds {
 			start := time.Now()
 			if err := cmd(); err != nil {
-				if k == 0 {
+				if k == 0 || k == len(cmds)-1 {
 					err = fmt.Errorf("floor: run noop: %w", err)
 				}
 				return out, err
