@@ -32,8 +32,12 @@ type Report struct {
 
 // ImplReport is what one implementation measured.
 type ImplReport struct {
-	Idle            Verbs   `json:"idle"`     // no other container attached
-	Attached        Verbs   `json:"attached"` // with the fill attached
+	Idle     Verbs `json:"idle"`     // no other container attached
+	Attached Verbs `json:"attached"` // with the fill attached
+	// AttachedFloor is the floor measured while this implementation's
+	// fill was attached: what the guest's own slowdown is, apart from the
+	// plugins.
+	AttachedFloor   Dist    `json:"attached_floor"`
 	FillAddWall     float64 `json:"fill_add_wall"`
 	FillDelWall     float64 `json:"fill_del_wall"`
 	ParallelAddWall float64 `json:"parallel_add_wall"`
@@ -140,16 +144,16 @@ func (r *Report) print(w io.Writer) error {
 	fmt.Fprintf(w, "bench: %d containers per phase, %d attached in the second, %d workers for %d in parallel; times in ms\n\n", r.Containers, r.Fill, r.Workers, r.Parallel)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "metric\tours p50\tours p99\tref p50\tref p99\tours/ref p50\tours/floor p50\t")
-	rows := func(label string, o, ref *Verbs) {
+	rows := func(label string, o, ref *Verbs, floor Dist) {
 		oe, re := o.each(), ref.each()
 		for i := range oe {
 			fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", oe[i].name, label,
 				num(oe[i].d.P50), num(oe[i].d.P99), num(re[i].d.P50), num(re[i].d.P99),
-				times(ratio(oe[i].d.P50, re[i].d.P50)), times(ratio(oe[i].d.P50, r.Floor.P50)))
+				times(ratio(oe[i].d.P50, re[i].d.P50)), times(ratio(oe[i].d.P50, floor.P50)))
 		}
 	}
-	rows("(none attached)", &r.Ours.Idle, &r.Reference.Idle)
-	rows(fmt.Sprintf("(%d attached)", r.Fill), &r.Ours.Attached, &r.Reference.Attached)
+	rows("(none attached)", &r.Ours.Idle, &r.Reference.Idle, r.Floor)
+	rows(fmt.Sprintf("(%d attached)", r.Fill), &r.Ours.Attached, &r.Reference.Attached, r.Ours.AttachedFloor)
 	wall := func(label string, o, ref float64) {
 		fmt.Fprintf(tw, "%s\t%s\t\t%s\t\t%s\t\t\n", label, num(o), num(ref), times(ratio(o, ref)))
 	}
@@ -157,6 +161,8 @@ func (r *Report) print(w io.Writer) error {
 	wall(fmt.Sprintf("%d DEL, %d workers (wall)", r.Parallel, r.Workers), r.Ours.ParallelDelWall, r.Reference.ParallelDelWall)
 	fmt.Fprintf(tw, "parallel errors\t%d\t\t%d\t\t\t\t\n", r.Ours.ParallelErrors, r.Reference.ParallelErrors)
 	fmt.Fprintf(tw, "floor: noop start+exit\t%s\t%s\t\t\t\t\t\n", num(r.Floor.P50), num(r.Floor.P99))
+	fmt.Fprintf(tw, "floor (%d attached)\t%s\t%s\t%s\t%s\t\t\t\n", r.Fill,
+		num(r.Ours.AttachedFloor.P50), num(r.Ours.AttachedFloor.P99), num(r.Reference.AttachedFloor.P50), num(r.Reference.AttachedFloor.P99))
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -173,6 +179,8 @@ func (r *Report) print(w io.Writer) error {
 		times(ratio(r.Reference.Attached.Add.P50, r.Reference.Idle.Add.P50)),
 		times(ratio(r.Reference.Attached.Check.P50, r.Reference.Idle.Check.P50)),
 		times(ratio(r.Reference.Attached.Del.P50, r.Reference.Idle.Del.P50)))
+	fmt.Fprintf(w, "  and the floor itself, %d attached/none: %s with ours' containers, %s with the reference's\n", r.Fill,
+		times(ratio(r.Ours.AttachedFloor.P50, r.Floor.P50)), times(ratio(r.Reference.AttachedFloor.P50, r.Floor.P50)))
 
 	if r.Profile != nil {
 		r.Profile.print(w)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"time"
 
@@ -161,13 +162,17 @@ func attachedPhase(ctx context.Context, im *impl, rep *ImplReport, pool []ns.Net
 	logf("%s: attaching %d containers with %d workers", im.name, len(fill), cfg.workers)
 	wall, errs := im.parallel(ctx, verbAdd, fill, cfg.workers)
 	rep.FillAddWall = ms(wall)
+	var err error
 	if len(errs) > 0 {
 		return fmt.Errorf("attach the fill: %d ADDs failed, the first: %w", len(errs), errs[0])
 	}
 	logf("%s: attached %d in %.1f s", im.name, len(fill), wall.Seconds())
+	if rep.AttachedFloor, err = timeFloor(cfg.floor, cfg.runs); err != nil {
+		return err
+	}
+	logf("%s: %d attached: floor p50 %.3f ms", im.name, len(fill), rep.AttachedFloor.P50)
 
 	measured := im.attachments("attached", pool[cfg.fill:cfg.fill+cfg.containers])
-	var err error
 	if rep.Attached, err = im.sequential(ctx, measured); err != nil {
 		return err
 	}
@@ -180,4 +185,18 @@ func attachedPhase(ctx context.Context, im *impl, rep *ImplReport, pool []ns.Net
 	}
 	logf("%s: detached %d in %.1f s", im.name, len(fill), wall.Seconds())
 	return im.checkLeaks(fmt.Sprintf("%d attached", len(fill)), pool[:cfg.fill+cfg.containers])
+}
+
+// timeFloor runs the floor, a static Go binary that does nothing, runs
+// times and returns how long each start and finish took.
+func timeFloor(floor string, runs int) (Dist, error) {
+	ds := make([]time.Duration, 0, runs)
+	for range runs {
+		start := time.Now()
+		if err := exec.Command(floor).Run(); err != nil {
+			return Dist{}, fmt.Errorf("floor: run noop: %w", err)
+		}
+		ds = append(ds, time.Since(start))
+	}
+	return summarize(ds), nil
 }
