@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -315,7 +314,7 @@ func measureStarts(ctx context.Context, ours, ref *impl, floor string, runs int)
 	env := append(os.Environ(), "CNI_COMMAND=VERSION")
 	stdin := []byte(`{"cniVersion":"1.0.0"}`)
 	cmds := []func() error{
-		func() error { return exec.Command(floor).Run() },
+		func() error { return runFloor(floor) },
 	}
 	for _, plugin := range []string{"ipvlan", "host-local"} {
 		for _, im := range []*impl{ours, ref} {
@@ -328,19 +327,12 @@ func measureStarts(ctx context.Context, ours, ref *impl, floor string, runs int)
 			})
 		}
 	}
-	cmds = append(cmds, func() error {
-		cmd := exec.Command(floor)
-		cmd.Env = append(os.Environ(), "GODEBUG=disablethp=1")
-		return cmd.Run()
-	})
+	cmds = append(cmds, func() error { return runFloor(floor, "GODEBUG=disablethp=1") })
 	ds := make([][]time.Duration, len(cmds))
 	for i := range runs + 3 {
 		for k, cmd := range cmds {
 			start := time.Now()
 			if err := cmd(); err != nil {
-				if k == 0 || k == len(cmds)-1 {
-					err = fmt.Errorf("floor: run noop: %w", err)
-				}
 				return out, err
 			}
 			if i >= 3 {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -193,10 +194,21 @@ func timeFloor(floor string, runs int) (Dist, error) {
 	ds := make([]time.Duration, 0, runs)
 	for range runs {
 		start := time.Now()
-		if err := exec.Command(floor).Run(); err != nil {
-			return Dist{}, fmt.Errorf("floor: run noop: %w", err)
+		if err := runFloor(floor); err != nil {
+			return Dist{}, err
 		}
 		ds = append(ds, time.Since(start))
 	}
 	return summarize(ds), nil
+}
+
+// runFloor starts the floor with env added to the bench's environment and
+// waits for it to finish.
+func runFloor(floor string, env ...string) error {
+	cmd := exec.Command(floor)
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("floor: run noop %s: %w", strings.Join(env, " "), err)
+	}
+	return nil
 }
