@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -119,38 +120,41 @@ func runVerb(args *skel.CmdArgs, verb func(context.Context, *skel.CmdArgs, *NetC
 
 func cmdAdd(args *skel.CmdArgs) error {
 	return runVerb(args, func(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
-		res, err := add(ctx, args, conf, nil)
+		_, out, err := add(ctx, args, conf, nil)
 		if err != nil {
 			return err
 		}
-		return types.PrintResult(res, conf.CNIVersion)
+		_, err = os.Stdout.Write(out)
+		return err
 	})
 }
 
-// add creates the container's ipvlan interface and configures it. On any
-// error every step already taken is undone: no link, no lease remains.
-func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint) (_ *current.Result, err error) {
+// add creates the container's ipvlan interface and configures it, and
+// returns the result and the result encoded in the configuration's
+// cniVersion, as types.PrintResult would print it. On any error every step
+// already taken is undone: no link, no lease remains.
+func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint) (_ *current.Result, _ []byte, err error) {
 	if err := validateIfName(args.IfName); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := conf.requireAddressSource(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s, err := openSession(args, conf)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer s.close()
 
 	master, err := s.resolveMaster()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if conf.MTU > master.Attrs().MTU {
-		return nil, invalidConfig("invalid mtu %d: above the MTU %d of master %q", conf.MTU, master.Attrs().MTU, master.Attrs().Name)
+		return nil, nil, invalidConfig("invalid mtu %d: above the MTU %d of master %q", conf.MTU, master.Attrs().MTU, master.Attrs().Name)
 	}
 	if _, err := s.cont.LinkByName(args.IfName); err == nil {
-		return nil, types.NewError(types.ErrInvalidEnvironmentVariables,
+		return nil, nil, types.NewError(types.ErrInvalidEnvironmentVariables,
 			fmt.Sprintf("CNI_IFNAME %q: a link of that name already exists in %s", args.IfName, args.Netns), "")
 	}
 
@@ -169,61 +173,66 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 
 	link, err := s.createLink(master)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	undo = append(undo, func() { _ = s.cont.LinkDel(link) })
 	if err := fail.after(stepCreate); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+
+	// The result needs the lease and the link's MAC, not its final name:
+	// build and encode it while the kernel renames the link (the rename
+	// waits for an RCU grace period).
+	result := s.startResult(link.Attrs().HardwareAddr, addresses)
 
 	if err := s.cont.LinkSetName(link, args.IfName); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return nil, types.NewError(types.ErrInvalidEnvironmentVariables,
+			return nil, nil, types.NewError(types.ErrInvalidEnvironmentVariables,
 				fmt.Sprintf("CNI_IFNAME %q: a link of that name already exists in %s", args.IfName, args.Netns), "")
 		}
-		return nil, fmt.Errorf("ip link set %s name %s: %w", link.Attrs().Name, args.IfName, err)
+		return nil, nil, fmt.Errorf("ip link set %s name %s: %w", link.Attrs().Name, args.IfName, err)
 	}
 	link.Attrs().Name = args.IfName
 	if err := fail.after(stepRename); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	addrs, err := addresses()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := fail.after(stepIPAM); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	if err := s.announceOnUp(addrs); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := fail.after(stepSysctl); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	if err := s.addAddresses(link, addrs); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := fail.after(stepAddress); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	if err := s.cont.LinkSetUp(link); err != nil {
-		return nil, fmt.Errorf("ip link set %s up: %w", args.IfName, err)
+		return nil, nil, fmt.Errorf("ip link set %s up: %w", args.IfName, err)
 	}
 	if err := fail.after(stepUp); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	if err := s.addRoutes(link, addrs); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := fail.after(stepRoute); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return s.result(link, addrs), nil
+	return result()
 }
 
 // createLink adds the ipvlan link in the container's namespace under a
@@ -491,7 +500,41 @@ func (s *session) addRoutes(link netlink.Link, addrs *current.Result) error {
 
 // result lists prevResult's interfaces followed by ours, with every
 // address pointing at ours.
-func (s *session) result(link netlink.Link, addrs *current.Result) *current.Result {
+// startResult builds ADD's result from the addresses once they are known
+// and encodes it, and returns a function that waits for both.
+func (s *session) startResult(mac net.HardwareAddr, addresses func() (*current.Result, error)) func() (*current.Result, []byte, error) {
+	var (
+		res  *current.Result
+		out  bytes.Buffer
+		err  error
+		done = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		var addrs *current.Result
+		if addrs, err = addresses(); err != nil {
+			return
+		}
+		res = s.result(mac, addrs)
+		var versioned types.Result
+		if versioned, err = res.GetAsVersion(s.conf.CNIVersion); err != nil {
+			err = fmt.Errorf("convert the result to version %s: %w", s.conf.CNIVersion, err)
+			return
+		}
+		if err = versioned.PrintTo(&out); err != nil {
+			err = fmt.Errorf("encode the result: %w", err)
+		}
+	}()
+	return func() (*current.Result, []byte, error) {
+		<-done
+		if err != nil {
+			return nil, nil, err
+		}
+		return res, out.Bytes(), nil
+	}
+}
+
+func (s *session) result(mac net.HardwareAddr, addrs *current.Result) *current.Result {
 	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Routes: addrs.Routes, DNS: addrs.DNS}
 	if prev := s.conf.prev(); prev != nil {
 		res.Interfaces = append(res.Interfaces, prev.Interfaces...)
@@ -499,7 +542,7 @@ func (s *session) result(link netlink.Link, addrs *current.Result) *current.Resu
 	ours := len(res.Interfaces)
 	res.Interfaces = append(res.Interfaces, &current.Interface{
 		Name:    s.args.IfName,
-		Mac:     link.Attrs().HardwareAddr.String(),
+		Mac:     mac.String(),
 		Sandbox: s.args.Netns,
 	})
 	for _, ip := range addrs.IPs {
@@ -513,23 +556,30 @@ func (s *session) result(link netlink.Link, addrs *current.Result) *current.Resu
 	return res
 }
 
-func cmdDel(args *skel.CmdArgs) error { return runVerb(args, del) }
-
-// del removes the container's link and releases its lease. It is best
+// cmdDel removes the container's link and releases its lease. It is best
 // effort and idempotent: a missing namespace, link or master is success,
 // and IPAM is always asked to release.
-func del(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
-	// The kernel's unregistering of the link waits for an RCU grace period;
-	// the lease is released meanwhile.
+//
+// Deleting the link needs nothing from the configuration and is the
+// longest part of DEL (the kernel waits for RCU grace periods), so it
+// starts before the configuration is parsed, and the lease is released
+// meanwhile. An invalid configuration is still reported, with its code.
+func cmdDel(args *skel.CmdArgs) error {
 	linkErr := make(chan error, 1)
 	go func() { linkErr <- deleteLink(args) }()
-	if conf.IPAM.Type != "" {
-		if err := (ipam{args, conf}).del(ctx); err != nil {
-			<-linkErr
-			return err // as IPAM gave it: a *types.Error keeps its code
-		}
+	err := runVerb(args, releaseLease)
+	if lerr := <-linkErr; err == nil {
+		err = lerr
 	}
-	return <-linkErr
+	return err // as IPAM or the parser gave it: a *types.Error keeps its code
+}
+
+// releaseLease asks IPAM, if there is one, to release the container's lease.
+func releaseLease(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
+	if conf.IPAM.Type == "" {
+		return nil
+	}
+	return ipam{args, conf}.del(ctx)
 }
 
 // deleteLink deletes CNI_IFNAME in CNI_NETNS if it is an ipvlan link:

@@ -30,7 +30,7 @@ func TestAddRollback(t *testing.T) {
 		t.Run(string(step), func(t *testing.T) {
 			env := newAddEnv(t)
 			injected := fmt.Errorf("injected failure after %s", step)
-			_, err := env.add(func(s addStep) error {
+			_, _, err := env.add(func(s addStep) error {
 				if s == step {
 					return injected
 				}
@@ -44,12 +44,20 @@ func TestAddRollback(t *testing.T) {
 	}
 	t.Run("no failure", func(t *testing.T) {
 		env := newAddEnv(t)
-		res, err := env.add(nil)
+		res, out, err := env.add(nil)
 		if err != nil {
 			t.Fatalf("add: %v", err)
 		}
 		if got := len(res.IPs); got != 1 {
 			t.Fatalf("result has %d IPs, want 1", got)
+		}
+		// What cmdAdd prints is the same result, in the configuration's version.
+		printed, err := current.NewResult(out)
+		if err != nil {
+			t.Fatalf("decode the encoded result %s: %v", out, err)
+		}
+		if p := printed.(*current.Result); p.CNIVersion != "1.1.0" || len(p.IPs) != 1 || !p.IPs[0].Address.IP.Equal(res.IPs[0].Address.IP) {
+			t.Errorf("encoded result = %s, want version 1.1.0 and IP %v", out, res.IPs[0].Address.IP)
 		}
 		if leases := env.leases(t); len(leases) != 1 {
 			t.Errorf("leases after ADD = %v, want one", leases)
@@ -57,7 +65,7 @@ func TestAddRollback(t *testing.T) {
 		if _, err := env.cont.LinkByName("eth0"); err != nil {
 			t.Errorf("eth0 after ADD: %v", err)
 		}
-		if err := env.hostNS.Do(func(ns.NetNS) error { return del(context.Background(), env.args, env.conf) }); err != nil {
+		if err := env.hostNS.Do(func(ns.NetNS) error { return cmdDel(env.args) }); err != nil {
 			t.Fatalf("del: %v", err)
 		}
 		env.assertClean(t)
@@ -94,12 +102,12 @@ func newAddEnv(t *testing.T) *addEnv {
 }
 
 // add runs ADD in the host namespace, as the runtime would start the plugin.
-func (e *addEnv) add(fail failpoint) (res *current.Result, err error) {
+func (e *addEnv) add(fail failpoint) (res *current.Result, out []byte, err error) {
 	err = e.hostNS.Do(func(ns.NetNS) error {
-		res, err = add(context.Background(), e.args, e.conf, fail)
+		res, out, err = add(context.Background(), e.args, e.conf, fail)
 		return err
 	})
-	return res, err
+	return res, out, err
 }
 
 // leases lists host-local's lease files: files named by an IP address.
