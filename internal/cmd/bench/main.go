@@ -13,8 +13,12 @@
 //   - the same with -fill containers already attached, on the next 100;
 //   - the wall time of 200 ADDs, then 200 DELs, by 4 parallel workers;
 //
-// and after every DEL it checks that nothing leaked: no link but lo in a
-// container, no lease in the data directory. The floor is the time to start
+// in that order, each phase for ours and then for the reference. Each phase
+// runs beside only the container namespaces it needs: the pool of
+// namespaces grows before the parallel and the attached phases, never
+// before the phase with none attached. After every DEL it checks that
+// nothing leaked: no link but lo in a container, no lease in the data
+// directory. The floor is the time to start
 // and finish a static Go binary that does nothing (-floor). A profile then
 // takes ours apart: its plugins exec'd alone, and the netlink requests,
 // namespace switches and sysctl writes of ADD, CHECK and DEL timed one by

@@ -190,6 +190,21 @@ func profile(ctx context.Context, ours, ref *impl, containers []ns.NetNS, floor,
 	return p, nil
 }
 
+// addAttached measures the kernel steps again in containers, while the
+// fill is attached, and records them beside the idle ones.
+func (p *Profile) addAttached(e *env, containers []ns.NetNS) error {
+	kernel, err := profileKernel(e, containers)
+	if err != nil {
+		return err
+	}
+	for i := range p.Steps {
+		if d, ok := kernel[p.Steps[i].Key]; ok {
+			p.Steps[i].Attached = &d
+		}
+	}
+	return nil
+}
+
 // addBreakdowns rebuilds ours' ADD, CHECK and DEL from the steps each
 // performs, beside idle, their latency through libcni with no other
 // container attached. The recipes follow plugins/main/ipvlan as it is:
