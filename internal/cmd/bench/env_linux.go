@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -209,4 +211,42 @@ func raiseFileLimit() error {
 		return fmt.Errorf("raise the open file limit: %w", err)
 	}
 	return nil
+}
+
+// neighStats sums the per-CPU counters of a kernel neighbour table
+// (/proc/net/stat/arp_cache or ndisc_cache) and describes the ones that
+// tell whether the table outgrew its gc_thresh limits. The file is read
+// in the calling thread's network namespace, but the table and its
+// counters are the whole kernel's.
+func neighStats(table string) string {
+	data, err := os.ReadFile(filepath.Join("/proc/net/stat", table))
+	if err != nil {
+		return fmt.Sprintf("%s: %v", table, err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	names := strings.Fields(lines[0])
+	sums := make([]uint64, len(names))
+	for i, line := range lines[1:] {
+		for j, f := range strings.Fields(line) {
+			v, err := strconv.ParseUint(f, 16, 64)
+			if err != nil || j >= len(sums) {
+				continue
+			}
+			if names[j] == "entries" {
+				if i == 0 {
+					sums[j] = v // the same global count on every line
+				}
+				continue
+			}
+			sums[j] += v
+		}
+	}
+	var parts []string
+	for j, n := range names {
+		switch n {
+		case "entries", "allocs", "forced_gc_runs", "table_fulls":
+			parts = append(parts, fmt.Sprintf("%s %d", n, sums[j]))
+		}
+	}
+	return table + ": " + strings.Join(parts, ", ")
 }

@@ -119,6 +119,8 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 		}
 	}
 
+	logf("none attached: %s; %s", neighStats("arp_cache"), neighStats("ndisc_cache"))
+
 	if pool, err = grow(cfg.parallel); err != nil {
 		return err
 	}
@@ -154,6 +156,7 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 		var probe func() error
 		if im.impl == ours && rep.Profile != nil {
 			probe = func() error {
+				logf("%s: %d attached: %s; %s", im.name, cfg.fill, neighStats("arp_cache"), neighStats("ndisc_cache"))
 				logf("%s: %d attached: the kernel steps of the profile", im.name, cfg.fill)
 				return rep.Profile.addAttached(e, pool[cfg.fill:cfg.fill+min(cfg.runs, cfg.containers)])
 			}
