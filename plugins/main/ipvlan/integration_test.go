@@ -705,6 +705,33 @@ func TestIntegrationDel(t *testing.T) {
 	}
 }
 
+// TestIntegrationDelInvalidConfig runs DEL with a configuration the plugin
+// refuses. The link's deletion needs no configuration and starts first:
+// the link is gone, the error names the field with the right code, the
+// lease stays (IPAM's configuration was not read), and a DEL with the
+// valid configuration then releases it.
+func TestIntegrationDelInvalidConfig(t *testing.T) {
+	f := newNetFixture(t)
+	c := f.newContainer("del-invalid")
+	valid := f.plugin(nil)
+	f.mustAdd(f.list("1.1.0", valid), c.rt())
+
+	invalid := f.plugin(map[string]any{"mode": "l4"})
+	err := f.execRaw("DEL", pluginStdin(t, "1.1.0", invalid), c.rt())
+	wantCNIError(t, err, types.ErrInvalidNetworkConfig, "mode", `"l4"`)
+	if c.hasLink(t, testIf) {
+		t.Errorf("eth0 still in the container after DEL with an invalid configuration")
+	}
+	if got := f.leases(); len(got) != 1 {
+		t.Errorf("leases after the refused DEL = %v, want the one ADD took", got)
+	}
+
+	if err := f.del(f.list("1.1.0", valid), c.rt()); err != nil {
+		t.Fatalf("DEL with the valid configuration: %v", err)
+	}
+	f.requireNothingLeft(c)
+}
+
 // TestIntegrationGC releases the lease of an attachment the runtime no
 // longer lists and keeps the one it does.
 func TestIntegrationGC(t *testing.T) {
