@@ -59,9 +59,9 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 
 	// The pool grows phase by phase, so that a phase runs beside only the
 	// namespaces it uses: a container namespace is a bind mount and a net
-	// of its own, and thousands of them slow every process start (the Go
-	// runtime reads /proc/self/mountinfo) and every link change, which is
-	// the attached phase's to measure, not the idle one's.
+	// of its own, and thousands of them slow the guest's work on links and
+	// processes, which is the attached phase's to measure, not the idle
+	// one's.
 	grow := func(n int) ([]ns.NetNS, error) {
 		had, start := len(e.pool), time.Now()
 		pool, err := e.containers(n, cfg.workers)

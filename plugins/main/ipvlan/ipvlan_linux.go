@@ -498,8 +498,6 @@ func (s *session) addRoutes(link netlink.Link, addrs *current.Result) error {
 	return nil
 }
 
-// result lists prevResult's interfaces followed by ours, with every
-// address pointing at ours.
 // startResult builds ADD's result from the addresses once they are known
 // and encodes it, and returns a function that waits for both.
 func (s *session) startResult(mac net.HardwareAddr, addresses func() (*current.Result, error)) func() (*current.Result, []byte, error) {
@@ -534,6 +532,8 @@ func (s *session) startResult(mac net.HardwareAddr, addresses func() (*current.R
 	}
 }
 
+// result lists prevResult's interfaces followed by ours, with every
+// address pointing at ours.
 func (s *session) result(mac net.HardwareAddr, addrs *current.Result) *current.Result {
 	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Routes: addrs.Routes, DNS: addrs.DNS}
 	if prev := s.conf.prev(); prev != nil {
