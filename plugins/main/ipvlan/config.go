@@ -43,6 +43,9 @@ type NetConf struct {
 	Flag            Flag   `json:"flag,omitempty"`
 	MTU             int    `json:"mtu,omitempty"`
 	LinkInContainer bool   `json:"linkInContainer,omitempty"`
+	// KeepIPv6 leaves IPv6 on when the interface gets IPv4 addresses only;
+	// by default the plugin turns it off there (see sysctls).
+	KeepIPv6 bool `json:"keepIPv6,omitempty"`
 	// IPAMExec runs the host-local binary from CNI_PATH instead of the
 	// bundled host-local in this process.
 	IPAMExec bool `json:"ipamExec,omitempty"`

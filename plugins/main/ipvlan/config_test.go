@@ -49,6 +49,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"mtu negative", `{"mtu":-1}`, types.ErrInvalidNetworkConfig, "invalid mtu -1"},
 		{"mtu huge", `{"mtu":65536}`, types.ErrInvalidNetworkConfig, "invalid mtu 65536"},
 		{"mtu type", `{"mtu":"1500"}`, types.ErrDecodingFailure, "decode network configuration"},
+		{"keepIPv6 type", `{"keepIPv6":"yes"}`, types.ErrDecodingFailure, "NetConf.keepIPv6"},
 		{"master long", `{"master":"a-very-long-name0"}`, types.ErrInvalidNetworkConfig, `invalid master "a-very-long-name0"`},
 		{"master slash", `{"master":"eth/0"}`, types.ErrInvalidNetworkConfig, `invalid master "eth/0"`},
 		{"ipam path", `{"ipam":{"type":"../host-local"}}`, types.ErrInvalidNetworkConfig, `invalid ipam type "../host-local"`},

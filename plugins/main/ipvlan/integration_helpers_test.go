@@ -429,6 +429,33 @@ func (c *testContainer) hasLink(t *testing.T, name string) bool {
 	}
 }
 
+// ipv6Of reads whether IPv6 is on for the container's link name: its
+// disable_ipv6 sysctl, and whether the kernel gave it a link-local address
+// (which it does when the link comes up with IPv6 on).
+func (c *testContainer) ipv6Of(t *testing.T, name string) (disabled string, linkLocal bool) {
+	t.Helper()
+	err := c.ns.Do(func(ns.NetNS) error {
+		b, err := os.ReadFile(filepath.Join("/proc/sys/net/ipv6/conf", name, "disable_ipv6"))
+		disabled = strings.TrimSpace(string(b))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("read disable_ipv6 of %s: %v", name, err)
+	}
+	l, err := c.h.LinkByName(name)
+	if err != nil {
+		t.Fatalf("look up %s: %v", name, err)
+	}
+	addrs, err := c.h.AddrList(l, netlink.FAMILY_V6)
+	if err != nil {
+		t.Fatalf("ip -6 addr show %s: %v", name, err)
+	}
+	for _, a := range addrs {
+		linkLocal = linkLocal || a.IP.IsLinkLocalUnicast()
+	}
+	return disabled, linkLocal
+}
+
 // routes lists the container's routes through link as "dst via gw", the
 // kernel's own prefix and local routes left out.
 func (c *testContainer) routes(t *testing.T, name string) []string {

@@ -164,8 +164,10 @@ func TestIntegrationAddressFamilies(t *testing.T) {
 		name       string
 		sets       []ipRange
 		routes     []map[string]any
+		keepIPv6   bool
 		wantAddrs  []string
 		wantRoutes []string
+		wantIPv6On bool // disable_ipv6 is 0 and the link has a link-local address
 	}{
 		{
 			name:       "ipv4",
@@ -175,11 +177,21 @@ func TestIntegrationAddressFamilies(t *testing.T) {
 			wantRoutes: []string{"default via 10.10.0.1"},
 		},
 		{
+			name:       "ipv4-keepIPv6",
+			sets:       []ipRange{singleIPRange(testSubnet, "10.10.0.7")},
+			routes:     []map[string]any{{"dst": "0.0.0.0/0"}},
+			keepIPv6:   true,
+			wantAddrs:  []string{"10.10.0.7/24"},
+			wantRoutes: []string{"default via 10.10.0.1"},
+			wantIPv6On: true,
+		},
+		{
 			name:       "ipv6",
 			sets:       []ipRange{singleIPRange(v6Subnet, "fd00:10::7")},
 			routes:     []map[string]any{{"dst": "::/0"}},
 			wantAddrs:  []string{"fd00:10::7/64"},
 			wantRoutes: []string{"default via fd00:10::1"},
+			wantIPv6On: true,
 		},
 		{
 			name:       "dual-stack",
@@ -187,6 +199,7 @@ func TestIntegrationAddressFamilies(t *testing.T) {
 			routes:     []map[string]any{{"dst": "0.0.0.0/0"}, {"dst": "::/0"}},
 			wantAddrs:  []string{"10.10.0.7/24", "fd00:10::7/64"},
 			wantRoutes: []string{"default via 10.10.0.1", "default via fd00:10::1"},
+			wantIPv6On: true,
 		},
 	}
 	for _, tc := range tests {
@@ -196,8 +209,20 @@ func TestIntegrationAddressFamilies(t *testing.T) {
 			c := f.newContainer("family-" + tc.name)
 			ipam := hostLocalIPAM(f.dataDir, tc.sets...)
 			ipam["routes"] = tc.routes
-			l := f.list("1.1.0", f.plugin(map[string]any{"ipam": ipam}))
+			fields := map[string]any{"ipam": ipam}
+			if tc.keepIPv6 {
+				fields["keepIPv6"] = true
+			}
+			l := f.list("1.1.0", f.plugin(fields))
 			res := f.mustAdd(l, c.rt())
+
+			wantDisabled := "1"
+			if tc.wantIPv6On {
+				wantDisabled = "0"
+			}
+			if disabled, linkLocal := c.ipv6Of(t, testIf); disabled != wantDisabled || linkLocal != tc.wantIPv6On {
+				t.Errorf("eth0 IPv6: disable_ipv6 %s, link-local address %v; want %s, %v", disabled, linkLocal, wantDisabled, tc.wantIPv6On)
+			}
 
 			if diff := cmp.Diff(tc.wantAddrs, c.state(t, testIf).Addrs); diff != "" {
 				t.Errorf("eth0 addresses (-want +got):\n%s", diff)
@@ -332,6 +357,9 @@ func TestIntegrationChained(t *testing.T) {
 		}
 		if diff := cmp.Diff([]string{"10.9.0.5/24"}, got.Addrs); diff != "" {
 			t.Errorf("eth0 addresses (-want +got):\n%s", diff)
+		}
+		if disabled, linkLocal := c.ipv6Of(t, testIf); disabled != "1" || linkLocal {
+			t.Errorf("eth0 IPv6 with an IPv4-only prevResult: disable_ipv6 %s, link-local address %v; want 1, false", disabled, linkLocal)
 		}
 		if diff := cmp.Diff([]string{"default via 10.9.0.1"}, c.routes(t, testIf)); diff != "" {
 			t.Errorf("eth0 routes (-want +got):\n%s", diff)

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -44,7 +45,7 @@ const (
 	stepCreate  addStep = "create"  // ip link add ... netns CNI_NETNS (temporary name)
 	stepRename  addStep = "rename"  // ip link set <tmp> name CNI_IFNAME
 	stepIPAM    addStep = "ipam"    // IPAM ADD (or prevResult's addresses)
-	stepSysctl  addStep = "sysctl"  // arp_notify, ndisc_notify
+	stepSysctl  addStep = "sysctl"  // arp_notify, ndisc_notify, disable_ipv6
 	stepAddress addStep = "address" // ip addr add
 	stepUp      addStep = "up"      // ip link set up
 	stepRoute   addStep = "route"   // ip route add
@@ -205,7 +206,7 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 		return nil, nil, err
 	}
 
-	if err := s.announceOnUp(addrs); err != nil {
+	if err := s.setSysctls(addrs); err != nil {
 		return nil, nil, err
 	}
 	if err := fail.after(stepSysctl); err != nil {
@@ -396,16 +397,25 @@ func (s *session) startAddresses(ctx context.Context, undo *[]func()) func() (*c
 	}
 }
 
-// announceOnUp asks the kernel to announce the addresses when the link
-// comes up: a gratuitous ARP (arp_notify) and an unsolicited neighbour
-// advertisement (ndisc_notify), so peers holding a stale neighbour entry
-// for a reused address learn the master's MAC at once. In l3 and l3s modes
-// the device has NOARP and the kernel sends nothing, as it should.
-func (s *session) announceOnUp(addrs *current.Result) error {
+// setSysctls prepares the interface's sysctls before it comes up.
+//
+// arp_notify and ndisc_notify make the kernel announce the addresses when
+// the link comes up: a gratuitous ARP and an unsolicited neighbour
+// advertisement, so peers holding a stale neighbour entry for a reused
+// address learn the master's MAC at once. In l3 and l3s modes the device
+// has NOARP and the kernel sends nothing, as it should.
+//
+// An interface given IPv4 addresses only gets IPv6 turned off
+// (disable_ipv6), unless keepIPv6 is set: otherwise the kernel would give
+// it a link-local address and run IPv6 autoconfiguration on it, and on a
+// master with many slaves that traffic is multiplied by every slave. The
+// kernel's own IPv6 being off (no /proc/sys/net/ipv6) leaves nothing to do.
+func (s *session) setSysctls(addrs *current.Result) error {
 	v4, v6 := families(addrs)
 	if !v4 && !v6 {
 		return nil
 	}
+	ipv6Off := v4 && !v6 && !s.conf.KeepIPv6
 	return s.netns.Do(func(ns.NetNS) error {
 		if v4 {
 			if err := writeSysctl(filepath.Join("/proc/sys/net/ipv4/conf", s.args.IfName, "arp_notify"), "1"); err != nil {
@@ -417,8 +427,21 @@ func (s *session) announceOnUp(addrs *current.Result) error {
 				return err
 			}
 		}
+		if ipv6Off {
+			err := writeSysctl(filepath.Join("/proc/sys/net/ipv6/conf", s.args.IfName, "disable_ipv6"), "1")
+			if err != nil && !ipv6Absent() {
+				return err
+			}
+		}
 		return nil
 	})
+}
+
+// ipv6Absent reports whether the kernel runs without IPv6 (ipv6.disable=1
+// or no IPv6 built in): it then has no /proc/sys/net/ipv6.
+func ipv6Absent() bool {
+	_, err := os.Stat("/proc/sys/net/ipv6")
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 func writeSysctl(path, value string) error {
