@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/garp"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/hostlocal"
 )
 
@@ -38,10 +39,11 @@ const (
 	stepLookup      = "link_lookup"
 	stepLinkAdd     = "link_add_ipvlan"
 	stepRename      = "link_rename"
-	stepSysctl      = "sysctl_arp_notify"
+	stepSysctl      = "sysctl_disable_ipv6"
 	stepAddrAdd     = "addr_add"
 	stepLinkUp      = "link_up"
 	stepRouteAdd    = "route_add"
+	stepAnnounce    = "announce"
 	stepAddrDump    = "addr_dump"
 	stepRouteDump   = "route_dump"
 	stepLinkDel     = "link_del"
@@ -83,13 +85,15 @@ func stepWhat(key string) string {
 	case stepRename:
 		return "ip link set <tmp> name eth0"
 	case stepSysctl:
-		return "sysctl arp_notify=1 (ns.Do + write)"
+		return "sysctl disable_ipv6=1 (ns.Do + write)"
 	case stepAddrAdd:
 		return "ip addr add <ip>/16 dev eth0"
 	case stepLinkUp:
 		return "ip link set eth0 up"
 	case stepRouteAdd:
 		return "ip route add default via <gw>"
+	case stepAnnounce:
+		return "gratuitous ARP out of the master"
 	case stepAddrDump:
 		return "ip addr show dev eth0 (dump)"
 	case stepRouteDump:
@@ -184,7 +188,7 @@ func profile(ctx context.Context, ours, ref *impl, containers []ns.NetNS, floor,
 		return nil, err
 	}
 	for _, key := range []string{stepNSOpen, stepHandle, stepSetns, stepLookup, stepLinkAdd, stepRename, stepSysctl,
-		stepAddrAdd, stepLinkUp, stepRouteAdd, stepAddrDump, stepRouteDump, stepLinkDel} {
+		stepAddrAdd, stepLinkUp, stepRouteAdd, stepAnnounce, stepAddrDump, stepRouteDump, stepLinkDel} {
 		add(key, kernel[key], nil)
 	}
 	return p, nil
@@ -218,7 +222,7 @@ func (p *Profile) addBreakdowns(idle Verbs) {
 		p.breakdown("ADD", idle.Add.P50, stepAloneAdd, []Part{
 			seq(stepIPVLANStart, 1), seq(stepNSOpen, 1), seq(stepHandle, 2), seq(stepLookup, 2), // master, CNI_IFNAME free
 			link(stepLinkAdd, 1), link(stepLookup, 1), link(stepRename, 1), lease(stepInProcAdd),
-			seq(stepSysctl, 1), seq(stepAddrAdd, 1), seq(stepLinkUp, 1), seq(stepRouteAdd, 1),
+			seq(stepSysctl, 1), seq(stepAddrAdd, 1), seq(stepLinkUp, 1), seq(stepRouteAdd, 1), seq(stepAnnounce, 1),
 		}),
 		p.breakdown("CHECK", idle.Check.P50, stepAloneCheck, []Part{
 			seq(stepIPVLANStart, 1),
@@ -530,39 +534,46 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 	if err != nil {
 		return fmt.Errorf("profile: look up %s: %w", tmp, err)
 	}
+	ip := net.IPv4(10, 128, 250+byte(i/250), byte(2+i%250))
 	steps := []struct {
 		key string
 		f   func() error
+		in  ns.NetNS // entered before the step's clock starts, if set
 	}{
-		{stepRename, func() error {
+		{key: stepRename, f: func() error {
 			err := h.LinkSetName(link, "eth0")
 			link.Attrs().Name = "eth0"
 			return err
 		}},
-		{stepSysctl, func() error {
+		{key: stepSysctl, f: func() error {
 			return n.Do(func(ns.NetNS) error {
-				return os.WriteFile("/proc/sys/net/ipv4/conf/eth0/arp_notify", []byte("1"), 0o644)
+				return os.WriteFile("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", []byte("1"), 0o644)
 			})
 		}},
-		{stepAddrAdd, func() error {
-			ip := net.IPv4(10, 128, 250+byte(i/250), byte(2+i%250))
+		{key: stepAddrAdd, f: func() error {
 			return h.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(16, 32)}})
 		}},
-		{stepLinkUp, func() error { return h.LinkSetUp(link) }},
-		{stepRouteAdd, func() error {
+		{key: stepLinkUp, f: func() error { return h.LinkSetUp(link) }},
+		{key: stepRouteAdd, f: func() error {
 			_, dst, _ := net.ParseCIDR("0.0.0.0/0")
 			return h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Gw: gw})
 		}},
-		{stepAddrDump, func() error { _, err := h.AddrList(link, netlink.FAMILY_ALL); return err }},
-		{stepRouteDump, func() error {
+		// The plugin sends from the master's namespace, its own.
+		{key: stepAnnounce, f: func() error { return garp.Send(master, []net.IP{ip}) }, in: e.host},
+		{key: stepAddrDump, f: func() error { _, err := h.AddrList(link, netlink.FAMILY_ALL); return err }},
+		{key: stepRouteDump, f: func() error {
 			_, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_UNSPEC},
 				netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 			return err
 		}},
-		{stepLinkDel, func() error { return h.LinkDel(link) }},
+		{key: stepLinkDel, f: func() error { return h.LinkDel(link) }},
 	}
 	for _, s := range steps {
-		if err := timed(s.key, s.f); err != nil {
+		run := func() error { return timed(s.key, s.f) }
+		if s.in != nil {
+			run = func() error { return s.in.Do(func(ns.NetNS) error { return timed(s.key, s.f) }) }
+		}
+		if err := run(); err != nil {
 			_ = h.LinkDel(link)
 			return err
 		}

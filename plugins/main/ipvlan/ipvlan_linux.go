@@ -42,13 +42,14 @@ var (
 type addStep string
 
 const (
-	stepCreate  addStep = "create"  // ip link add ... netns CNI_NETNS (temporary name)
-	stepRename  addStep = "rename"  // ip link set <tmp> name CNI_IFNAME
-	stepIPAM    addStep = "ipam"    // IPAM ADD (or prevResult's addresses)
-	stepSysctl  addStep = "sysctl"  // arp_notify, ndisc_notify, disable_ipv6
-	stepAddress addStep = "address" // ip addr add
-	stepUp      addStep = "up"      // ip link set up
-	stepRoute   addStep = "route"   // ip route add
+	stepCreate   addStep = "create"   // ip link add ... netns CNI_NETNS (temporary name)
+	stepRename   addStep = "rename"   // ip link set <tmp> name CNI_IFNAME
+	stepIPAM     addStep = "ipam"     // IPAM ADD (or prevResult's addresses)
+	stepSysctl   addStep = "sysctl"   // ndisc_notify, or disable_ipv6
+	stepAddress  addStep = "address"  // ip addr add
+	stepUp       addStep = "up"       // ip link set up
+	stepRoute    addStep = "route"    // ip route add
+	stepAnnounce addStep = "announce" // gratuitous ARP out of the master (l2)
 )
 
 // failpoint lets tests fail ADD right after a step has run; nil in the
@@ -233,6 +234,13 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 	if err := fail.after(stepRoute); err != nil {
 		return nil, nil, err
 	}
+
+	if err := s.announceIPv4(master, addrs); err != nil {
+		return nil, nil, err
+	}
+	if err := fail.after(stepAnnounce); err != nil {
+		return nil, nil, err
+	}
 	return result()
 }
 
@@ -399,49 +407,33 @@ func (s *session) startAddresses(ctx context.Context, undo *[]func()) func() (*c
 
 // setSysctls prepares the interface's sysctls before it comes up.
 //
-// arp_notify and ndisc_notify make the kernel announce the addresses when
-// the link comes up: a gratuitous ARP and an unsolicited neighbour
-// advertisement, so peers holding a stale neighbour entry for a reused
-// address learn the master's MAC at once. In l3 and l3s modes the device
-// has NOARP and the kernel sends nothing, as it should.
+// ndisc_notify makes the kernel send an unsolicited neighbour
+// advertisement for each IPv6 address when the link comes up, so peers
+// holding a stale entry for a reused address learn the master's MAC at
+// once. (IPv4 addresses are announced by announceIPv4 instead.)
 //
 // An interface given IPv4 addresses only gets IPv6 turned off
 // (disable_ipv6), unless keepIPv6 is set: otherwise the kernel would give
 // it a link-local address and run IPv6 autoconfiguration on it, and on a
-// master with many slaves that traffic is multiplied by every slave. The
-// kernel's own IPv6 being off (no /proc/sys/net/ipv6) leaves nothing to do.
+// master with many slaves that traffic is multiplied by every slave. An
+// interface the kernel gave no IPv6 at all has no such sysctl: a kernel
+// without IPv6 (ipv6.disable=1), or an MTU below IPv6's minimum of 1280.
 func (s *session) setSysctls(addrs *current.Result) error {
 	v4, v6 := families(addrs)
-	if !v4 && !v6 {
+	ipv6Off := v4 && !v6 && !s.conf.KeepIPv6
+	if !v6 && !ipv6Off {
 		return nil
 	}
-	ipv6Off := v4 && !v6 && !s.conf.KeepIPv6
 	return s.netns.Do(func(ns.NetNS) error {
-		if v4 {
-			if err := writeSysctl(filepath.Join("/proc/sys/net/ipv4/conf", s.args.IfName, "arp_notify"), "1"); err != nil {
-				return err
-			}
-		}
 		if v6 {
-			if err := writeSysctl(filepath.Join("/proc/sys/net/ipv6/conf", s.args.IfName, "ndisc_notify"), "1"); err != nil {
-				return err
-			}
+			return writeSysctl(filepath.Join("/proc/sys/net/ipv6/conf", s.args.IfName, "ndisc_notify"), "1")
 		}
-		if ipv6Off {
-			err := writeSysctl(filepath.Join("/proc/sys/net/ipv6/conf", s.args.IfName, "disable_ipv6"), "1")
-			if err != nil && !ipv6Absent() {
-				return err
-			}
+		err := writeSysctl(filepath.Join("/proc/sys/net/ipv6/conf", s.args.IfName, "disable_ipv6"), "1")
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // the interface has no IPv6 to turn off
 		}
-		return nil
+		return err
 	})
-}
-
-// ipv6Absent reports whether the kernel runs without IPv6 (ipv6.disable=1
-// or no IPv6 built in): it then has no /proc/sys/net/ipv6.
-func ipv6Absent() bool {
-	_, err := os.Stat("/proc/sys/net/ipv6")
-	return errors.Is(err, fs.ErrNotExist)
 }
 
 func writeSysctl(path, value string) error {
