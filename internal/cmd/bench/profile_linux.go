@@ -20,7 +20,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/ipvlan-cni/ipvlan-cni/pkg/garp"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/hostlocal"
 )
 
@@ -39,11 +38,10 @@ const (
 	stepLookup      = "link_lookup"
 	stepLinkAdd     = "link_add_ipvlan"
 	stepRename      = "link_rename"
-	stepSysctl      = "sysctl_disable_ipv6"
+	stepSysctl      = "sysctls"
 	stepAddrAdd     = "addr_add"
 	stepLinkUp      = "link_up"
 	stepRouteAdd    = "route_add"
-	stepAnnounce    = "announce"
 	stepAddrDump    = "addr_dump"
 	stepRouteDump   = "route_dump"
 	stepLinkDel     = "link_del"
@@ -85,15 +83,13 @@ func stepWhat(key string) string {
 	case stepRename:
 		return "ip link set <tmp> name eth0"
 	case stepSysctl:
-		return "sysctl disable_ipv6=1 (ns.Do + write)"
+		return "sysctls arp_notify, disable_ipv6 (ns.Do)"
 	case stepAddrAdd:
 		return "ip addr add <ip>/16 dev eth0"
 	case stepLinkUp:
 		return "ip link set eth0 up"
 	case stepRouteAdd:
 		return "ip route add default via <gw>"
-	case stepAnnounce:
-		return "gratuitous ARP out of the master"
 	case stepAddrDump:
 		return "ip addr show dev eth0 (dump)"
 	case stepRouteDump:
@@ -188,7 +184,7 @@ func profile(ctx context.Context, ours, ref *impl, containers []ns.NetNS, floor,
 		return nil, err
 	}
 	for _, key := range []string{stepNSOpen, stepHandle, stepSetns, stepLookup, stepLinkAdd, stepRename, stepSysctl,
-		stepAddrAdd, stepLinkUp, stepRouteAdd, stepAnnounce, stepAddrDump, stepRouteDump, stepLinkDel} {
+		stepAddrAdd, stepLinkUp, stepRouteAdd, stepAddrDump, stepRouteDump, stepLinkDel} {
 		add(key, kernel[key], nil)
 	}
 	return p, nil
@@ -222,7 +218,7 @@ func (p *Profile) addBreakdowns(idle Verbs) {
 		p.breakdown("ADD", idle.Add.P50, stepAloneAdd, []Part{
 			seq(stepIPVLANStart, 1), seq(stepNSOpen, 1), seq(stepHandle, 2), seq(stepLookup, 2), // master, CNI_IFNAME free
 			link(stepLinkAdd, 1), link(stepLookup, 1), link(stepRename, 1), lease(stepInProcAdd),
-			seq(stepSysctl, 1), seq(stepAddrAdd, 1), seq(stepLinkUp, 1), seq(stepRouteAdd, 1), seq(stepAnnounce, 1),
+			seq(stepSysctl, 1), seq(stepAddrAdd, 1), seq(stepLinkUp, 1), seq(stepRouteAdd, 1),
 		}),
 		p.breakdown("CHECK", idle.Check.P50, stepAloneCheck, []Part{
 			seq(stepIPVLANStart, 1),
@@ -534,46 +530,42 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 	if err != nil {
 		return fmt.Errorf("profile: look up %s: %w", tmp, err)
 	}
-	ip := net.IPv4(10, 128, 250+byte(i/250), byte(2+i%250))
 	steps := []struct {
 		key string
 		f   func() error
-		in  ns.NetNS // entered before the step's clock starts, if set
 	}{
-		{key: stepRename, f: func() error {
+		{stepRename, func() error {
 			err := h.LinkSetName(link, "eth0")
 			link.Attrs().Name = "eth0"
 			return err
 		}},
-		{key: stepSysctl, f: func() error {
+		{stepSysctl, func() error {
 			return n.Do(func(ns.NetNS) error {
+				if err := os.WriteFile("/proc/sys/net/ipv4/conf/eth0/arp_notify", []byte("1"), 0o644); err != nil {
+					return err
+				}
 				return os.WriteFile("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", []byte("1"), 0o644)
 			})
 		}},
-		{key: stepAddrAdd, f: func() error {
+		{stepAddrAdd, func() error {
+			ip := net.IPv4(10, 128, 250+byte(i/250), byte(2+i%250))
 			return h.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(16, 32)}})
 		}},
-		{key: stepLinkUp, f: func() error { return h.LinkSetUp(link) }},
-		{key: stepRouteAdd, f: func() error {
+		{stepLinkUp, func() error { return h.LinkSetUp(link) }},
+		{stepRouteAdd, func() error {
 			_, dst, _ := net.ParseCIDR("0.0.0.0/0")
 			return h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Gw: gw})
 		}},
-		// The plugin sends from the master's namespace, its own.
-		{key: stepAnnounce, f: func() error { return garp.Send(master, []net.IP{ip}) }, in: e.host},
-		{key: stepAddrDump, f: func() error { _, err := h.AddrList(link, netlink.FAMILY_ALL); return err }},
-		{key: stepRouteDump, f: func() error {
+		{stepAddrDump, func() error { _, err := h.AddrList(link, netlink.FAMILY_ALL); return err }},
+		{stepRouteDump, func() error {
 			_, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_UNSPEC},
 				netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 			return err
 		}},
-		{key: stepLinkDel, f: func() error { return h.LinkDel(link) }},
+		{stepLinkDel, func() error { return h.LinkDel(link) }},
 	}
 	for _, s := range steps {
-		run := func() error { return timed(s.key, s.f) }
-		if s.in != nil {
-			run = func() error { return s.in.Do(func(ns.NetNS) error { return timed(s.key, s.f) }) }
-		}
-		if err := run(); err != nil {
+		if err := timed(s.key, s.f); err != nil {
 			_ = h.LinkDel(link)
 			return err
 		}

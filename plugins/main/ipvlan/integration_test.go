@@ -13,9 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
@@ -653,68 +651,6 @@ func TestIntegrationStaleNeighbour(t *testing.T) {
 	}
 	if err := f.del(l, c.rt()); err != nil {
 		t.Fatalf("DEL: %v", err)
-	}
-}
-
-// TestIntegrationAnnounceSegmentOnly shows where ADD's announcement goes:
-// out of the master to the segment (the peer learns the new address), not
-// to the other slaves of the master, which know every slave by the same
-// MAC already. A sibling set to accept unsolicited ARP (arp_accept=1) would
-// make an entry from any announcement it received; it makes none.
-func TestIntegrationAnnounceSegmentOnly(t *testing.T) {
-	f := newNetFixture(t)
-	master, p := f.addPeer("10.50.0.1/24")
-	listFor := func(ip string) *libcni.NetworkConfigList {
-		ipam := hostLocalIPAM(f.dataDir, singleIPRange("10.50.0.0/24", ip))
-		return f.list("1.1.0", f.plugin(map[string]any{"master": "veth0", "ipam": ipam}))
-	}
-
-	sibling := f.newContainer("announce-sibling")
-	siblingList := listFor("10.50.0.5")
-	f.mustAdd(siblingList, sibling.rt())
-	err := sibling.ns.Do(func(ns.NetNS) error {
-		return os.WriteFile("/proc/sys/net/ipv4/conf/"+testIf+"/arp_accept", []byte("1"), 0o644)
-	})
-	if err != nil {
-		t.Fatalf("sysctl arp_accept=1 in the sibling: %v", err)
-	}
-
-	// The peer holds a stale entry for the address (an earlier owner's
-	// MAC): an announcement updates an entry, it never creates one.
-	ip := net.ParseIP("10.50.0.6")
-	stale := &netlink.Neigh{LinkIndex: p.link.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_STALE,
-		IP: ip, HardwareAddr: net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}}
-	if err := p.h.NeighSet(stale); err != nil {
-		t.Fatalf("ip neigh replace %s lladdr %s nud stale: %v", ip, stale.HardwareAddr, err)
-	}
-	c := f.newContainer("announce-new")
-	l := listFor(ip.String())
-	f.mustAdd(l, c.rt())
-	want := master.Attrs().HardwareAddr.String()
-	var got string
-	if !pollUntil(3*time.Second, func() bool { got = p.neighMAC(t, ip); return got == want }) {
-		t.Fatalf("peer's entry for %s = %q 3s after ADD, want the master's MAC %s (an announcement)", ip, got, want)
-	}
-	// The peer has it; a frame to the sibling would have been delivered by now.
-	time.Sleep(500 * time.Millisecond)
-	l0, err := sibling.h.LinkByName(testIf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	neighs, err := sibling.h.NeighList(l0.Attrs().Index, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatalf("ip neigh show dev eth0 in the sibling: %v", err)
-	}
-	for _, n := range neighs {
-		if n.IP.Equal(ip) {
-			t.Errorf("the sibling has an entry for %s (%s, state %#x): the announcement reached the other slaves", ip, n.HardwareAddr, n.State)
-		}
-	}
-	if err := f.del(l, c.rt()); err != nil {
-		t.Errorf("DEL: %v", err)
-	}
-	if err := f.del(siblingList, sibling.rt()); err != nil {
-		t.Errorf("DEL the sibling: %v", err)
 	}
 }
 

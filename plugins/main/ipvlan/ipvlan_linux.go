@@ -42,14 +42,13 @@ var (
 type addStep string
 
 const (
-	stepCreate   addStep = "create"   // ip link add ... netns CNI_NETNS (temporary name)
-	stepRename   addStep = "rename"   // ip link set <tmp> name CNI_IFNAME
-	stepIPAM     addStep = "ipam"     // IPAM ADD (or prevResult's addresses)
-	stepSysctl   addStep = "sysctl"   // ndisc_notify, or disable_ipv6
-	stepAddress  addStep = "address"  // ip addr add
-	stepUp       addStep = "up"       // ip link set up
-	stepRoute    addStep = "route"    // ip route add
-	stepAnnounce addStep = "announce" // gratuitous ARP out of the master (l2)
+	stepCreate  addStep = "create"  // ip link add ... netns CNI_NETNS (temporary name)
+	stepRename  addStep = "rename"  // ip link set <tmp> name CNI_IFNAME
+	stepIPAM    addStep = "ipam"    // IPAM ADD (or prevResult's addresses)
+	stepSysctl  addStep = "sysctl"  // arp_notify, ndisc_notify, disable_ipv6
+	stepAddress addStep = "address" // ip addr add
+	stepUp      addStep = "up"      // ip link set up
+	stepRoute   addStep = "route"   // ip route add
 )
 
 // failpoint lets tests fail ADD right after a step has run; nil in the
@@ -234,13 +233,6 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 	if err := fail.after(stepRoute); err != nil {
 		return nil, nil, err
 	}
-
-	if err := s.announceIPv4(master, addrs); err != nil {
-		return nil, nil, err
-	}
-	if err := fail.after(stepAnnounce); err != nil {
-		return nil, nil, err
-	}
 	return result()
 }
 
@@ -407,10 +399,11 @@ func (s *session) startAddresses(ctx context.Context, undo *[]func()) func() (*c
 
 // setSysctls prepares the interface's sysctls before it comes up.
 //
-// ndisc_notify makes the kernel send an unsolicited neighbour
-// advertisement for each IPv6 address when the link comes up, so peers
-// holding a stale entry for a reused address learn the master's MAC at
-// once. (IPv4 addresses are announced by announceIPv4 instead.)
+// arp_notify and ndisc_notify make the kernel announce the addresses when
+// the link comes up: a gratuitous ARP and an unsolicited neighbour
+// advertisement, so peers holding a stale neighbour entry for a reused
+// address learn the master's MAC at once. In l3 and l3s modes the device
+// has NOARP and the kernel sends nothing, as it should.
 //
 // An interface given IPv4 addresses only gets IPv6 turned off
 // (disable_ipv6), unless keepIPv6 is set: otherwise the kernel would give
@@ -420,19 +413,28 @@ func (s *session) startAddresses(ctx context.Context, undo *[]func()) func() (*c
 // without IPv6 (ipv6.disable=1), or an MTU below IPv6's minimum of 1280.
 func (s *session) setSysctls(addrs *current.Result) error {
 	v4, v6 := families(addrs)
-	ipv6Off := v4 && !v6 && !s.conf.KeepIPv6
-	if !v6 && !ipv6Off {
+	if !v4 && !v6 {
 		return nil
 	}
+	ipv6Off := v4 && !v6 && !s.conf.KeepIPv6
 	return s.netns.Do(func(ns.NetNS) error {
+		if v4 {
+			if err := writeSysctl(filepath.Join("/proc/sys/net/ipv4/conf", s.args.IfName, "arp_notify"), "1"); err != nil {
+				return err
+			}
+		}
 		if v6 {
-			return writeSysctl(filepath.Join("/proc/sys/net/ipv6/conf", s.args.IfName, "ndisc_notify"), "1")
+			if err := writeSysctl(filepath.Join("/proc/sys/net/ipv6/conf", s.args.IfName, "ndisc_notify"), "1"); err != nil {
+				return err
+			}
 		}
-		err := writeSysctl(filepath.Join("/proc/sys/net/ipv6/conf", s.args.IfName, "disable_ipv6"), "1")
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // the interface has no IPv6 to turn off
+		if ipv6Off {
+			err := writeSysctl(filepath.Join("/proc/sys/net/ipv6/conf", s.args.IfName, "disable_ipv6"), "1")
+			if err != nil && !errors.Is(err, fs.ErrNotExist) { // no IPv6 to turn off
+				return err
+			}
 		}
-		return err
+		return nil
 	})
 }
 

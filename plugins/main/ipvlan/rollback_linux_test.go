@@ -25,7 +25,7 @@ import (
 // no lease in host-local's store.
 func TestAddRollback(t *testing.T) {
 	testenv.RequireKernel(t)
-	steps := []addStep{stepCreate, stepRename, stepIPAM, stepSysctl, stepAddress, stepUp, stepRoute, stepAnnounce}
+	steps := []addStep{stepCreate, stepRename, stepIPAM, stepSysctl, stepAddress, stepUp, stepRoute}
 	for _, step := range steps {
 		t.Run(string(step), func(t *testing.T) {
 			env := newAddEnv(t)
