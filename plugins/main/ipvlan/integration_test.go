@@ -905,6 +905,7 @@ func TestIntegrationBadInputs(t *testing.T) {
 					t.Fatalf("ip link add link master0 name mv0 type macvlan: %v", err)
 				}
 			}},
+		{name: "keepIPv6-not-boolean", fields: map[string]any{"keepIPv6": "yes"}, wantCode: types.ErrDecodingFailure, wantMsg: []string{"keepIPv6"}},
 		{name: "ipam-missing", fields: map[string]any{"ipam": nil}, wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{"ipam"}},
 		{name: "ipam-type-relative-path", fields: map[string]any{"ipam": map[string]any{"type": "../host-local"}},
 			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{"ipam", `"../host-local"`}},
