@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -89,9 +88,21 @@ func masterFromPrevResult(prev *current.Result, ifname, netns string) (name stri
 	return "", false, invalidConfig("master is omitted and prevResult has %d interfaces (%d outside a sandbox): set master", len(others), len(host))
 }
 
-// plainName is what an IPAM plugin's type must look like: a file name in
-// CNI_PATH, never a path.
-var plainName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]*$`)
+// plainName reports whether s is what an IPAM plugin's type must look
+// like, a file name in CNI_PATH and never a path: ^[A-Za-z0-9_][A-Za-z0-9._-]*$.
+// A loop, not a regexp: a package-level regexp is compiled at every start.
+func plainName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_':
+		case (c == '.' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return s != ""
+}
 
 // parseConfig decodes and validates the configuration given on stdin. The
 // checks here need no kernel; those that need one (master, MTU ceiling)
@@ -140,7 +151,7 @@ func (n *NetConf) validate() error {
 			return invalidConfig("invalid master %q: %v", n.Master, err)
 		}
 	}
-	if n.IPAM.Type != "" && !plainName.MatchString(n.IPAM.Type) {
+	if n.IPAM.Type != "" && !plainName(n.IPAM.Type) {
 		return invalidConfig("invalid ipam type %q: want the plain name of a plugin in CNI_PATH", n.IPAM.Type)
 	}
 	return nil

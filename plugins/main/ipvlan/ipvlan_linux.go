@@ -5,11 +5,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -240,10 +239,7 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 // temporary name, so a failure can never leave a half-made CNI_IFNAME:
 // ip link add link <master> name <tmp> netns <container> type ipvlan mode <mode> <flag>.
 func (s *session) createLink(master netlink.Link) (netlink.Link, error) {
-	tmp, err := tempName()
-	if err != nil {
-		return nil, err
-	}
+	tmp := tempName()
 	attrs := netlink.LinkAttrs{Name: tmp, ParentIndex: master.Attrs().Index, MTU: s.conf.MTU}
 	if !s.conf.LinkInContainer {
 		attrs.Namespace = netlink.NsFd(int(s.netns.Fd()))
@@ -280,12 +276,12 @@ func (s *session) macvlanOn(master netlink.Link) string {
 	return ""
 }
 
-func tempName() (string, error) {
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("random link name: %w", err)
-	}
-	return "ipvl" + hex.EncodeToString(b), nil
+// tempName is the name a link is created under before it is renamed to
+// CNI_IFNAME: it only has to differ from the other links in the container's
+// namespace. math/rand/v2 is seeded by the runtime; crypto/rand would add
+// its packages' initialisation to every start.
+func tempName() string {
+	return fmt.Sprintf("ipvl%08x", rand.Uint32())
 }
 
 // resolveMaster finds the master: the configured one, else the single

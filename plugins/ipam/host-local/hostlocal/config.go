@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -79,8 +78,21 @@ type netConf struct {
 	Attachments json.RawMessage `json:"cni.dev/attachments"`
 }
 
-// networkName is the CNI network name syntax.
-var networkName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+// networkName reports whether s follows the CNI network name syntax,
+// ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$. A loop, not a regexp: a package-level
+// regexp is compiled at every start of the plugin.
+func networkName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case (c == '_' || c == '.' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return s != ""
+}
 
 func invalid(format string, a ...any) *types.Error {
 	return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(format, a...), "")
@@ -96,7 +108,7 @@ func ParseConfig(stdin []byte, envArgs string) (*Config, error) {
 	if err := json.Unmarshal(stdin, &n); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode network config: %v", err), "")
 	}
-	if !networkName.MatchString(n.Name) {
+	if !networkName(n.Name) {
 		return nil, invalid("name %q is not a valid network name", n.Name)
 	}
 	if n.IPAM == nil {
