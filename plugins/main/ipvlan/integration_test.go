@@ -760,6 +760,42 @@ func TestIntegrationDelInvalidConfig(t *testing.T) {
 	f.requireNothingLeft(c)
 }
 
+// TestIntegrationDelRefusedBySkel runs DEL with stdin that skel refuses
+// before the plugin's DEL runs. The link's deletion starts before skel
+// reads stdin and is waited for: the link is gone whole, skel's error is
+// the one reported, and the lease stays until a valid DEL.
+func TestIntegrationDelRefusedBySkel(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stdin []byte
+		code  uint
+		want  string
+	}{
+		{"not-json", []byte("{not json"), types.ErrDecodingFailure, "network config"},
+		{"unsupported-cniVersion", []byte(`{"cniVersion":"9.9.9","name":"` + testNet + `","type":"ipvlan"}`), types.ErrIncompatibleCNIVersion, "9.9.9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newNetFixture(t)
+			c := f.newContainer("del-skel-" + tc.name)
+			valid := f.plugin(nil)
+			f.mustAdd(f.list("1.1.0", valid), c.rt())
+
+			err := f.execRaw("DEL", tc.stdin, c.rt())
+			wantCNIError(t, err, tc.code, tc.want)
+			if c.hasLink(t, testIf) {
+				t.Errorf("eth0 still in the container after a DEL skel refused")
+			}
+			if got := f.leases(); len(got) != 1 {
+				t.Errorf("leases after the refused DEL = %v, want the one ADD took", got)
+			}
+			if err := f.del(f.list("1.1.0", valid), c.rt()); err != nil {
+				t.Fatalf("DEL with the valid configuration: %v", err)
+			}
+			f.requireNothingLeft(c)
+		})
+	}
+}
+
 // TestIntegrationGC releases the lease of an attachment the runtime no
 // longer lists and keeps the one it does.
 func TestIntegrationGC(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -574,17 +575,67 @@ func (s *session) result(mac net.HardwareAddr, addrs *current.Result) *current.R
 // and IPAM is always asked to release.
 //
 // Deleting the link needs nothing from the configuration and is the
-// longest part of DEL (the kernel waits for RCU grace periods), so it
-// starts before the configuration is parsed, and the lease is released
-// meanwhile. An invalid configuration is still reported, with its code.
+// longest part of DEL (the kernel waits for RCU grace periods). In the
+// plugin, main's goroutine deletes it from the start (runDel) while skel
+// reads stdin and this parses the configuration and releases the lease.
+// An invalid configuration is still reported, with its code.
 func cmdDel(args *skel.CmdArgs) error {
-	linkErr := make(chan error, 1)
-	go func() { linkErr <- deleteLink(args) }()
+	linkErr := started.take().of(args.Netns, args.IfName)
 	err := runVerb(args, releaseLease)
 	if lerr := <-linkErr; err == nil {
 		err = lerr
 	}
 	return err // as IPAM or the parser gave it: a *types.Error keeps its code
+}
+
+// deletion is a link deletion under way, for cmdDel to take.
+type deletion struct {
+	nsPath, ifName string
+	err            <-chan error
+}
+
+var started deletion
+
+// take returns the deletion runDel started, once; the zero deletion after.
+func (d *deletion) take() deletion {
+	s := *d
+	*d = deletion{}
+	return s
+}
+
+// of returns where the deletion of ifName in nsPath reports: d's if it is
+// that deletion, else a new one's (skel read the same environment as
+// runDel, but tests call cmdDel directly).
+func (d deletion) of(nsPath, ifName string) <-chan error {
+	if d.err != nil && d.nsPath == nsPath && d.ifName == ifName {
+		return d.err
+	}
+	c := make(chan error, 1)
+	go func() { c <- deleteLink(nsPath, ifName) }()
+	return c
+}
+
+// runDel is main for DEL: skel and cmdDel run on a new goroutine while
+// main's own deletes the link named by the environment, so the kernel's
+// wait starts as soon as the process does. CNI_IFNAME has been validated.
+// The new goroutine ends the process once both are done (main's is locked
+// to a thread in the container's namespace, and waking it again would
+// cost a thread switch). A DEL that skel refuses before cmdDel runs still
+// deletes the link, as one whose configuration cmdDel refuses does;
+// skel's error is reported.
+func runDel(skelMain func() *types.Error, exit func(*types.Error)) {
+	nsPath, ifName := os.Getenv("CNI_NETNS"), os.Getenv("CNI_IFNAME")
+	linkErr := make(chan error, 1)
+	started = deletion{nsPath, ifName, linkErr}
+	go func() {
+		err := skelMain()
+		if c := started.take().err; c != nil {
+			<-c // skel refused before cmdDel took it: let it finish whole
+		}
+		exit(err)
+	}()
+	linkErr <- deleteLink(nsPath, ifName)
+	select {}
 }
 
 // releaseLease asks IPAM, if there is one, to release the container's lease.
@@ -597,38 +648,46 @@ func releaseLease(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error 
 
 // deleteLink deletes CNI_IFNAME in CNI_NETNS if it is an ipvlan link:
 // ip -n <netns> link del <ifname>.
-func deleteLink(args *skel.CmdArgs) error {
-	if args.Netns == "" || args.IfName == "" {
+func deleteLink(nsPath, ifName string) error {
+	if nsPath == "" || ifName == "" {
 		return nil
 	}
-	n, err := ns.GetNS(args.Netns)
+	n, err := ns.GetNS(nsPath)
 	if err != nil {
 		var notExist ns.NSPathNotExistErr
 		var notNS ns.NSPathNotNSErr
 		if errors.As(err, &notExist) || errors.As(err, &notNS) {
 			return nil
 		}
-		return fmt.Errorf("open CNI_NETNS %q: %w", args.Netns, err)
+		return fmt.Errorf("open CNI_NETNS %q: %w", nsPath, err)
 	}
 	defer n.Close()
-	h, err := netlink.NewHandleAt(netns.NsHandle(n.Fd()), unix.NETLINK_ROUTE)
+	// The thread enters the container's namespace for good: it stays locked
+	// to this goroutine, and the runtime ends a locked thread when its
+	// goroutine exits (main's exits the process). Not coming back saves
+	// reading the current namespace from /proc and a second setns.
+	runtime.LockOSThread()
+	if err := unix.Setns(int(n.Fd()), unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("enter CNI_NETNS %q: %w", nsPath, err)
+	}
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		return fmt.Errorf("netlink handle in %s: %w", args.Netns, err)
+		return fmt.Errorf("netlink handle in %s: %w", nsPath, err)
 	}
 	defer h.Close()
-	l, err := h.LinkByName(args.IfName)
+	l, err := h.LinkByName(ifName)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
 			return nil
 		}
-		return fmt.Errorf("look up %s in %s: %w", args.IfName, args.Netns, err)
+		return fmt.Errorf("look up %s in %s: %w", ifName, nsPath, err)
 	}
 	if l.Type() != "ipvlan" {
 		return nil // not ours to delete
 	}
 	if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
-		return fmt.Errorf("ip link del %s in %s: %w", args.IfName, args.Netns, err)
+		return fmt.Errorf("ip link del %s in %s: %w", ifName, nsPath, err)
 	}
 	return nil
 }

@@ -7,11 +7,14 @@ import (
 	"runtime"
 
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
 )
 
 func unsupported(*skel.CmdArgs) error {
 	return fmt.Errorf("ipvlan is not supported on %s", runtime.GOOS)
 }
+
+func runDel(skelMain func() *types.Error, exit func(*types.Error)) { exit(skelMain()) }
 
 var (
 	cmdAdd    = unsupported

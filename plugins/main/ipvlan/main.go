@@ -8,25 +8,44 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 )
 
 func main() {
+	cmd := os.Getenv("CNI_COMMAND")
 	// skel checks CNI_IFNAME too, but its message does not name the value.
-	if cmd := os.Getenv("CNI_COMMAND"); cmd == "ADD" || cmd == "DEL" || cmd == "CHECK" {
+	if cmd == "ADD" || cmd == "DEL" || cmd == "CHECK" {
 		if err := validateIfName(os.Getenv("CNI_IFNAME")); err != nil {
-			_ = err.Print()
-			os.Exit(1)
+			exit(err)
 		}
 	}
-	skel.PluginMainFuncs(skel.CNIFuncs{
-		Add:    cmdAdd,
-		Del:    cmdDel,
-		Check:  cmdCheck,
-		Status: cmdStatus,
-		GC:     cmdGC,
-	}, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "ipvlan CNI plugin")
+	skelMain := func() *types.Error {
+		return skel.PluginMainFuncsWithError(skel.CNIFuncs{
+			Add:    cmdAdd,
+			Del:    cmdDel,
+			Check:  cmdCheck,
+			Status: cmdStatus,
+			GC:     cmdGC,
+		}, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "ipvlan CNI plugin")
+	}
+	if cmd == "DEL" {
+		runDel(skelMain, exit) // the link's deletion starts at once, beside skel
+	}
+	exit(skelMain())
+}
+
+// exit ends the plugin: status 0, or the error printed and status 1.
+func exit(err *types.Error) {
+	if err == nil {
+		os.Exit(0)
+	}
+	if perr := err.Print(); perr != nil {
+		fmt.Fprintln(os.Stderr, "ipvlan: print the error:", perr)
+	}
+	os.Exit(1)
 }
