@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/ipvlan-cni/ipvlan-cni/internal/testenv"
 )
@@ -674,8 +674,14 @@ func TestIntegrationDel(t *testing.T) {
 			if err := c.ns.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if err := testutils.UnmountNS(c.ns); err != nil {
-				t.Fatalf("delete the container netns: %v", err)
+			// Detached lazily: a plugin another subtest is starting may
+			// hold a copy of the test's descriptors until its exec, which
+			// makes a plain unmount fail with EBUSY.
+			if err := unix.Unmount(c.ns.Path(), unix.MNT_DETACH); err != nil {
+				t.Fatalf("unmount the container netns: %v", err)
+			}
+			if err := os.Remove(c.ns.Path()); err != nil {
+				t.Fatalf("remove the container netns: %v", err)
 			}
 			if _, err := os.Stat(c.ns.Path()); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("netns %s still exists: %v", c.ns.Path(), err)
