@@ -739,57 +739,37 @@ func TestIntegrationDel(t *testing.T) {
 	}
 }
 
-// TestIntegrationDelInvalidConfig runs DEL with a configuration the plugin
-// refuses. The link's deletion needs no configuration and starts first:
-// the link is gone, the error names the field with the right code, the
+// TestIntegrationDelRefused runs DEL with stdin that skel refuses before
+// the plugin's DEL runs, or with a configuration the plugin refuses. The
+// link's deletion needs neither and starts before stdin is read: the link
+// is gone, the error names the field or value with the right code, the
 // lease stays (IPAM's configuration was not read), and a DEL with the
 // valid configuration then releases it.
-func TestIntegrationDelInvalidConfig(t *testing.T) {
-	f := newNetFixture(t)
-	c := f.newContainer("del-invalid")
-	valid := f.plugin(nil)
-	f.mustAdd(f.list("1.1.0", valid), c.rt())
-
-	invalid := f.plugin(map[string]any{"mode": "l4"})
-	err := f.execRaw("DEL", pluginStdin(t, "1.1.0", invalid), c.rt())
-	wantCNIError(t, err, types.ErrInvalidNetworkConfig, "mode", `"l4"`)
-	if c.hasLink(t, testIf) {
-		t.Errorf("eth0 still in the container after DEL with an invalid configuration")
-	}
-	if got := f.leases(); len(got) != 1 {
-		t.Errorf("leases after the refused DEL = %v, want the one ADD took", got)
-	}
-
-	if err := f.del(f.list("1.1.0", valid), c.rt()); err != nil {
-		t.Fatalf("DEL with the valid configuration: %v", err)
-	}
-	f.requireNothingLeft(c)
-}
-
-// TestIntegrationDelRefusedBySkel runs DEL with stdin that skel refuses
-// before the plugin's DEL runs. The link's deletion starts before skel
-// reads stdin and is waited for: the link is gone whole, skel's error is
-// the one reported, and the lease stays until a valid DEL.
-func TestIntegrationDelRefusedBySkel(t *testing.T) {
+func TestIntegrationDelRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		stdin []byte
+		stdin func(f *netFixture) []byte
 		code  uint
-		want  string
+		want  []string
 	}{
-		{"not-json", []byte("{not json"), types.ErrDecodingFailure, "network config"},
-		{"unsupported-cniVersion", []byte(`{"cniVersion":"9.9.9","name":"` + testNet + `","type":"ipvlan"}`), types.ErrIncompatibleCNIVersion, "9.9.9"},
+		{"not-json", func(*netFixture) []byte { return []byte("{not json") }, types.ErrDecodingFailure, []string{"network config"}},
+		{"unsupported-cniVersion", func(*netFixture) []byte {
+			return []byte(`{"cniVersion":"9.9.9","name":"` + testNet + `","type":"ipvlan"}`)
+		}, types.ErrIncompatibleCNIVersion, []string{"9.9.9"}},
+		{"invalid-mode", func(f *netFixture) []byte {
+			return pluginStdin(f.t, "1.1.0", f.plugin(map[string]any{"mode": "l4"}))
+		}, types.ErrInvalidNetworkConfig, []string{"mode", `"l4"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newNetFixture(t)
-			c := f.newContainer("del-skel-" + tc.name)
+			c := f.newContainer("del-refused-" + tc.name)
 			valid := f.plugin(nil)
 			f.mustAdd(f.list("1.1.0", valid), c.rt())
 
-			err := f.execRaw("DEL", tc.stdin, c.rt())
-			wantCNIError(t, err, tc.code, tc.want)
+			err := f.execRaw("DEL", tc.stdin(f), c.rt())
+			wantCNIError(t, err, tc.code, tc.want...)
 			if c.hasLink(t, testIf) {
-				t.Errorf("eth0 still in the container after a DEL skel refused")
+				t.Errorf("eth0 still in the container after the refused DEL")
 			}
 			if got := f.leases(); len(got) != 1 {
 				t.Errorf("leases after the refused DEL = %v, want the one ADD took", got)
