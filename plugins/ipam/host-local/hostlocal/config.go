@@ -8,6 +8,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/allocator"
@@ -78,22 +79,6 @@ type netConf struct {
 	Attachments json.RawMessage `json:"cni.dev/attachments"`
 }
 
-// networkName reports whether s follows the CNI network name syntax,
-// ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$. A loop, not a regexp: a package-level
-// regexp is compiled at every start of the plugin.
-func networkName(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case (c == '_' || c == '.' || c == '-') && i > 0:
-		default:
-			return false
-		}
-	}
-	return s != ""
-}
-
 func invalid(format string, a ...any) *types.Error {
 	return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(format, a...), "")
 }
@@ -108,7 +93,9 @@ func ParseConfig(stdin []byte, envArgs string) (*Config, error) {
 	if err := json.Unmarshal(stdin, &n); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode network config: %v", err), "")
 	}
-	if !networkName(n.Name) {
+	// cni's own check of the name syntax, ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$;
+	// the message here names the value.
+	if utils.ValidateNetworkName(n.Name) != nil {
 		return nil, invalid("name %q is not a valid network name", n.Name)
 	}
 	if n.IPAM == nil {
