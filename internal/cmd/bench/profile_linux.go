@@ -193,13 +193,23 @@ func profile(ctx context.Context, ours, ref *impl, containers []ns.NetNS, floor,
 // addAttached measures the kernel steps again in containers, while the
 // fill is attached, and records them beside the idle ones.
 func (p *Profile) addAttached(e *env, containers []ns.NetNS) error {
+	return p.addKernel(e, containers, func(s *Step, d Dist) { s.Attached = &d })
+}
+
+// addNamespaces runs the kernel steps again beside the fill's namespaces,
+// with nothing attached to them.
+func (p *Profile) addNamespaces(e *env, containers []ns.NetNS) error {
+	return p.addKernel(e, containers, func(s *Step, d Dist) { s.Namespaces = &d })
+}
+
+func (p *Profile) addKernel(e *env, containers []ns.NetNS, set func(*Step, Dist)) error {
 	kernel, err := profileKernel(e, containers)
 	if err != nil {
 		return err
 	}
 	for i := range p.Steps {
 		if d, ok := kernel[p.Steps[i].Key]; ok {
-			p.Steps[i].Attached = &d
+			set(&p.Steps[i], d)
 		}
 	}
 	return nil

@@ -11,16 +11,19 @@ import (
 // Report is everything the benchmark measured, in milliseconds. It is
 // printed as a table and, on one line after "bench-json: ", as JSON.
 type Report struct {
-	Unit       string     `json:"unit"`
-	Kernel     string     `json:"kernel,omitempty"`
-	CPUs       int        `json:"cpus"`
-	Containers int        `json:"containers"` // measured per phase
-	Fill       int        `json:"fill"`       // attached before the second phase
-	Parallel   int        `json:"parallel"`   // ADDs and DELs of the parallel phase
-	Workers    int        `json:"workers"`
-	Floor      Dist       `json:"floor"` // start and finish a static Go binary that does nothing
-	Ours       ImplReport `json:"ours"`
-	Reference  ImplReport `json:"reference"`
+	Unit       string `json:"unit"`
+	Kernel     string `json:"kernel,omitempty"`
+	CPUs       int    `json:"cpus"`
+	Containers int    `json:"containers"` // measured per phase
+	Fill       int    `json:"fill"`       // attached before the second phase
+	Parallel   int    `json:"parallel"`   // ADDs and DELs of the parallel phase
+	Workers    int    `json:"workers"`
+	Floor      Dist   `json:"floor"` // start and finish a static Go binary that does nothing
+	// NamespacesFloor is the floor beside the fill's namespaces, before
+	// anything is attached to them.
+	NamespacesFloor Dist       `json:"namespaces_floor"`
+	Ours            ImplReport `json:"ours"`
+	Reference       ImplReport `json:"reference"`
 	// RatioP50 is ours/reference of each p50 (and of the parallel walls).
 	RatioP50  map[string]float64 `json:"ratio_p50"`
 	Targets   []Target           `json:"targets"`
@@ -32,8 +35,11 @@ type Report struct {
 
 // ImplReport is what one implementation measured.
 type ImplReport struct {
-	Idle     Verbs `json:"idle"`     // no other container attached
-	Attached Verbs `json:"attached"` // with the fill attached
+	Idle Verbs `json:"idle"` // no other container attached
+	// Namespaces is measured beside the fill's namespaces, with nothing
+	// attached to them: what the namespaces alone add.
+	Namespaces Verbs `json:"namespaces"`
+	Attached   Verbs `json:"attached"` // with the fill attached
 	// AttachedFloor is the floor measured while this implementation's
 	// fill was attached: what the guest's own slowdown is, apart from the
 	// plugins.
@@ -85,9 +91,12 @@ type Step struct {
 	What      string `json:"what"`
 	Ours      Dist   `json:"ours"`
 	Reference *Dist  `json:"reference,omitempty"`
-	// Attached is set for the kernel steps: measured again while ours'
-	// fill is attached, to show which of them grow with the containers.
-	Attached *Dist `json:"attached,omitempty"`
+	// Namespaces and Attached are set for the kernel steps: measured
+	// again beside the fill's empty namespaces, and while ours' fill is
+	// attached, to show which of them grow with the namespaces and which
+	// with the slaves.
+	Namespaces *Dist `json:"namespaces,omitempty"`
+	Attached   *Dist `json:"attached,omitempty"`
 }
 
 // Breakdown rebuilds one verb of ours from the p50 of its steps, each
@@ -116,8 +125,9 @@ type Part struct {
 func (r *Report) finish() {
 	r.RatioP50 = map[string]float64{}
 	for phase, pair := range map[string][2]*Verbs{
-		"idle":     {&r.Ours.Idle, &r.Reference.Idle},
-		"attached": {&r.Ours.Attached, &r.Reference.Attached},
+		"idle":       {&r.Ours.Idle, &r.Reference.Idle},
+		"namespaces": {&r.Ours.Namespaces, &r.Reference.Namespaces},
+		"attached":   {&r.Ours.Attached, &r.Reference.Attached},
 	} {
 		o, ref := pair[0].each(), pair[1].each()
 		for i := range o {
@@ -156,6 +166,7 @@ func (r *Report) print(w io.Writer) error {
 		}
 	}
 	rows("(none attached)", &r.Ours.Idle, &r.Reference.Idle, r.Floor)
+	rows(fmt.Sprintf("(%d empty netns)", r.Fill), &r.Ours.Namespaces, &r.Reference.Namespaces, r.NamespacesFloor)
 	rows(fmt.Sprintf("(%d attached)", r.Fill), &r.Ours.Attached, &r.Reference.Attached, r.Ours.AttachedFloor)
 	wall := func(label string, o, ref float64) {
 		fmt.Fprintf(tw, "%s\t%s\t\t%s\t\t%s\t\t\n", label, num(o), num(ref), times(ratio(o, ref)))
@@ -164,6 +175,7 @@ func (r *Report) print(w io.Writer) error {
 	wall(fmt.Sprintf("%d DEL, %d workers (wall)", r.Parallel, r.Workers), r.Ours.ParallelDelWall, r.Reference.ParallelDelWall)
 	fmt.Fprintf(tw, "parallel errors\t%d\t\t%d\t\t\t\t\n", r.Ours.ParallelErrors, r.Reference.ParallelErrors)
 	fmt.Fprintf(tw, "floor: noop start+exit\t%s\t%s\t\t\t\t\t\n", num(r.Floor.P50), num(r.Floor.P99))
+	fmt.Fprintf(tw, "floor (%d empty netns)\t%s\t%s\t\t\t\t\t\n", r.Fill, num(r.NamespacesFloor.P50), num(r.NamespacesFloor.P99))
 	fmt.Fprintf(tw, "floor (%d attached)\t%s\t%s\t%s\t%s\t\t\t\n", r.Fill,
 		num(r.Ours.AttachedFloor.P50), num(r.Ours.AttachedFloor.P99), num(r.Reference.AttachedFloor.P50), num(r.Reference.AttachedFloor.P99))
 	if err := tw.Flush(); err != nil {
@@ -184,6 +196,15 @@ func (r *Report) print(w io.Writer) error {
 		times(ratio(r.Reference.Attached.Del.P50, r.Reference.Idle.Del.P50)))
 	fmt.Fprintf(w, "  and the floor itself, %d attached/none: %s with ours' containers, %s with the reference's\n", r.Fill,
 		times(ratio(r.Ours.AttachedFloor.P50, r.Floor.P50)), times(ratio(r.Reference.AttachedFloor.P50, r.Floor.P50)))
+	for _, im := range []struct {
+		name string
+		r    *ImplReport
+	}{{"ours", &r.Ours}, {"reference", &r.Reference}} {
+		fmt.Fprintf(w, "  the namespaces alone, %s %d empty netns/none: ADD %s, CHECK %s, DEL %s\n", im.name, r.Fill,
+			times(ratio(im.r.Namespaces.Add.P50, im.r.Idle.Add.P50)),
+			times(ratio(im.r.Namespaces.Check.P50, im.r.Idle.Check.P50)),
+			times(ratio(im.r.Namespaces.Del.P50, im.r.Idle.Del.P50)))
+	}
 
 	if r.Profile != nil {
 		r.Profile.print(w, r.Fill)
@@ -214,18 +235,17 @@ func (r *Report) print(w io.Writer) error {
 
 func (p *Profile) print(w io.Writer, fill int) {
 	fmt.Fprintf(w, "\nprofile: where ours spends its time (each step alone, %d runs, ms; ours and reference in turn;\n", p.Steps[0].Ours.N)
-	fmt.Fprintf(w, "the kernel steps again with ours' %d containers attached)\n", fill)
+	fmt.Fprintf(w, "the kernel steps again beside %d empty namespaces, and with ours' %d containers attached)\n", fill, fill)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "  step\tours p50\tours p99\tref p50\tref p99\t%d attached p50\tattached/none\t\n", fill)
+	fmt.Fprintf(tw, "  step\tours p50\tours p99\tref p50\tref p99\t%d netns p50\tnetns/none\t%d attached p50\tattached/none\t\n", fill, fill)
 	for _, s := range p.Steps {
-		rp50, rp99, ap50, grow := "", "", "", ""
+		rp50, rp99 := "", ""
 		if s.Reference != nil {
 			rp50, rp99 = num(s.Reference.P50), num(s.Reference.P99)
 		}
-		if s.Attached != nil {
-			ap50, grow = num(s.Attached.P50), times(ratio(s.Attached.P50, s.Ours.P50))
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.What, num(s.Ours.P50), num(s.Ours.P99), rp50, rp99, ap50, grow)
+		np50, ngrow := againstIdle(s.Namespaces, s.Ours)
+		ap50, agrow := againstIdle(s.Attached, s.Ours)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.What, num(s.Ours.P50), num(s.Ours.P99), rp50, rp99, np50, ngrow, ap50, agrow)
 	}
 	_ = tw.Flush()
 	whats := map[string]string{}
@@ -250,6 +270,14 @@ func (p *Profile) print(w io.Writer, fill int) {
 		fmt.Fprintf(w, "  %8.3f  %5.1f%%  ipvlan %s exec'd alone, no libcni (p50)\n", b.Alone, pct(b.Alone, b.Measured), b.Verb)
 		fmt.Fprintf(w, "  %8.3f  100.0%%  measured through libcni (p50, none attached)\n", b.Measured)
 	}
+}
+
+// againstIdle is a p50 measured again and its ratio to idle's, or blanks.
+func againstIdle(again *Dist, idle Dist) (p50, growth string) {
+	if again == nil {
+		return "", ""
+	}
+	return num(again.P50), times(ratio(again.P50, idle.P50))
 }
 
 func pct(part, whole float64) float64 {

@@ -14,11 +14,13 @@ func TestFinishTargets(t *testing.T) {
 	r := &Report{
 		Fill: 2000,
 		Ours: ImplReport{
-			Idle:     Verbs{Add: d(40), Check: d(50), Del: d(30)},
-			Attached: Verbs{Add: d(44), Check: d(70), Del: d(30)},
+			Idle:       Verbs{Add: d(40), Check: d(50), Del: d(30)},
+			Namespaces: Verbs{Add: d(48), Check: d(50), Del: d(33)},
+			Attached:   Verbs{Add: d(44), Check: d(70), Del: d(30)},
 		},
 		Reference: ImplReport{
-			Idle: Verbs{Add: d(100), Check: d(100), Del: d(100)},
+			Idle:       Verbs{Add: d(100), Check: d(100), Del: d(100)},
+			Namespaces: Verbs{Add: d(120), Check: d(100), Del: d(100)},
 		},
 	}
 	r.finish()
@@ -35,6 +37,21 @@ func TestFinishTargets(t *testing.T) {
 	}
 	if got := r.RatioP50["attached_add"]; got != 0 {
 		t.Errorf("ratio of an unmeasured reference = %v, want 0", got)
+	}
+	if got := r.RatioP50["namespaces_add"]; got != 0.4 {
+		t.Errorf("ratio of ADD beside the empty namespaces = %v, want 0.4", got)
+	}
+	var buf bytes.Buffer
+	if err := r.print(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"the namespaces alone, ours 2000 empty netns/none: ADD 1.20×, CHECK 1.00×, DEL 1.10×",
+		"the namespaces alone, reference 2000 empty netns/none: ADD 1.20×",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, buf.String())
+		}
 	}
 }
 

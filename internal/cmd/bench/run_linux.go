@@ -150,6 +150,30 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 	if pool, err = grow(cfg.fill + cfg.containers); err != nil {
 		return err
 	}
+	// The fill's namespaces exist, nothing is attached to them yet: what
+	// the namespaces alone cost, apart from the slaves on the master.
+	if rep.NamespacesFloor, err = timeFloor(cfg.floor, cfg.runs); err != nil {
+		return err
+	}
+	logf("%d empty namespaces: floor p50 %.3f ms", cfg.fill, rep.NamespacesFloor.P50)
+	for _, im := range impls {
+		cs := pool[cfg.fill : cfg.fill+cfg.containers]
+		logf("%s: %d empty namespaces: ADD, CHECK, DEL of %d containers", im.name, cfg.fill, len(cs))
+		if im.rep.Namespaces, err = im.sequential(ctx, im.attachments("namespaces", cs)); err != nil {
+			return err
+		}
+		logf("%s: %d empty namespaces: p50 ADD %.3f, CHECK %.3f, DEL %.3f ms", im.name, cfg.fill, im.rep.Namespaces.Add.P50, im.rep.Namespaces.Check.P50, im.rep.Namespaces.Del.P50)
+		if err := leak(im.checkLeaks(fmt.Sprintf("%d empty namespaces", cfg.fill), cs)); err != nil {
+			return err
+		}
+	}
+	if rep.Profile != nil {
+		logf("%d empty namespaces: the kernel steps of the profile", cfg.fill)
+		if err := rep.Profile.addNamespaces(e, pool[cfg.fill:cfg.fill+min(cfg.runs, cfg.containers)]); err != nil {
+			return err
+		}
+	}
+
 	for _, im := range impls {
 		// With ours' fill attached, the profile's kernel steps run again in
 		// containers the measurement left empty.
