@@ -150,6 +150,9 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 	if pool, err = grow(cfg.fill + cfg.containers); err != nil {
 		return err
 	}
+	// The profile's kernel steps run in these containers in both phases
+	// below, while the verbs' measurement leaves them empty.
+	profiled := pool[cfg.fill : cfg.fill+min(cfg.runs, cfg.containers)]
 	// The fill's namespaces exist, nothing is attached to them yet: what
 	// the namespaces alone cost, apart from the slaves on the master.
 	if rep.NamespacesFloor, err = timeFloor(cfg.floor, cfg.runs); err != nil {
@@ -169,7 +172,7 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 	}
 	if rep.Profile != nil {
 		logf("%d empty namespaces: the kernel steps of the profile", cfg.fill)
-		if err := rep.Profile.addNamespaces(e, pool[cfg.fill:cfg.fill+min(cfg.runs, cfg.containers)]); err != nil {
+		if err := rep.Profile.addNamespaces(e, profiled); err != nil {
 			return err
 		}
 	}
@@ -182,7 +185,7 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 			probe = func() error {
 				logf("%s: %d attached: %s; %s", im.name, cfg.fill, neighStats("arp_cache"), neighStats("ndisc_cache"))
 				logf("%s: %d attached: the kernel steps of the profile", im.name, cfg.fill)
-				return rep.Profile.addAttached(e, pool[cfg.fill:cfg.fill+min(cfg.runs, cfg.containers)])
+				return rep.Profile.addAttached(e, profiled)
 			}
 		}
 		if err := attachedPhase(ctx, im.impl, im.rep, pool, cfg, probe, logf); err != nil {
