@@ -10,13 +10,14 @@
 //
 //   - ADD, CHECK and DEL latency (p50, p99) of 100 containers, one call at
 //     a time: ADD all, CHECK all, DEL all;
-//   - the same with -fill containers already attached, on the next 100;
+//   - the same beside -fill empty namespaces, then with -fill containers
+//     attached, on 100 namespaces made for each of the two phases;
 //   - the wall time of 200 ADDs, then 200 DELs, by 4 parallel workers;
 //
 // in that order, each phase for ours and then for the reference. Each phase
 // runs beside only the container namespaces it needs: the pool of
-// namespaces grows before the parallel and the attached phases, never
-// before the phase with none attached. After every DEL it checks that
+// namespaces grows before the parallel and the later phases, never before
+// the phase with none attached, and the guest is let settle after it grows. After every DEL it checks that
 // nothing leaked: no link but lo in a container, no lease in the data
 // directory. The floor is the time to start
 // and finish a static Go binary that does nothing (-floor). A profile then

@@ -38,6 +38,7 @@ const (
 	stepLookup      = "link_lookup"
 	stepLinkAdd     = "link_add_ipvlan"
 	stepRename      = "link_rename"
+	stepSysctlDirs  = "sysctl_dirs"
 	stepSysctl      = "sysctls"
 	stepAddrAdd     = "addr_add"
 	stepLinkUp      = "link_up"
@@ -82,8 +83,10 @@ func stepWhat(key string) string {
 		return "ip link add ... type ipvlan netns <c>"
 	case stepRename:
 		return "ip link set <tmp> name eth0"
+	case stepSysctlDirs:
+		return "look up /proc/sys/net/ipv4, ipv6 (ns.Do)"
 	case stepSysctl:
-		return "sysctls arp_notify, disable_ipv6 (ns.Do)"
+		return "sysctls arp_notify, disable_ipv6 written"
 	case stepAddrAdd:
 		return "ip addr add <ip>/16 dev eth0"
 	case stepLinkUp:
@@ -183,7 +186,7 @@ func profile(ctx context.Context, ours, ref *impl, containers []ns.NetNS, floor,
 	if err != nil {
 		return nil, err
 	}
-	for _, key := range []string{stepNSOpen, stepHandle, stepSetns, stepLookup, stepLinkAdd, stepRename, stepSysctl,
+	for _, key := range []string{stepNSOpen, stepHandle, stepSetns, stepLookup, stepLinkAdd, stepRename, stepSysctlDirs, stepSysctl,
 		stepAddrAdd, stepLinkUp, stepRouteAdd, stepAddrDump, stepRouteDump, stepLinkDel} {
 		add(key, kernel[key], nil)
 	}
@@ -219,7 +222,9 @@ func (p *Profile) addKernel(e *env, containers []ns.NetNS, set func(*Step, Dist)
 // performs, beside idle, their latency through libcni with no other
 // container attached. The recipes follow plugins/main/ipvlan as it is:
 // host-local runs in the plugin's process, and concurrently with the link
-// work (branches "link" and "lease"). Update them when the plugin changes.
+// work (branches "link" and "lease"), and ADD's sysctl thread looks its
+// directories up beside the rename (branch "sysctl"). Update them when the
+// plugin changes.
 func (p *Profile) addBreakdowns(idle Verbs) {
 	seq := func(key string, count int) Part { return Part{Key: key, Count: count} }
 	link := func(key string, count int) Part { return Part{Key: key, Count: count, Branch: "link"} }
@@ -228,6 +233,7 @@ func (p *Profile) addBreakdowns(idle Verbs) {
 		p.breakdown("ADD", idle.Add.P50, stepAloneAdd, []Part{
 			seq(stepIPVLANStart, 1), seq(stepNSOpen, 1), seq(stepHandle, 2), seq(stepLookup, 2), // master, CNI_IFNAME free
 			link(stepLinkAdd, 1), link(stepLookup, 1), link(stepRename, 1), lease(stepInProcAdd),
+			Part{Key: stepSysctlDirs, Count: 1, Branch: "sysctl"}, // beside the rename
 			seq(stepSysctl, 1), seq(stepAddrAdd, 1), seq(stepLinkUp, 1), seq(stepRouteAdd, 1),
 		}),
 		p.breakdown("CHECK", idle.Check.P50, stepAloneCheck, []Part{
@@ -544,17 +550,31 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 		key string
 		f   func() error
 	}{
+		// The plugin looks the directories up on a thread of its own while
+		// the kernel renames the link, then writes from that thread.
+		{stepSysctlDirs, func() error {
+			return n.Do(func(ns.NetNS) error {
+				for _, dir := range []string{"/proc/sys/net/ipv4/conf", "/proc/sys/net/ipv6/conf"} {
+					if err := unix.Access(dir, unix.F_OK); err != nil {
+						return fmt.Errorf("%s: %w", dir, err)
+					}
+				}
+				return nil
+			})
+		}},
 		{stepRename, func() error {
 			err := h.LinkSetName(link, "eth0")
 			link.Attrs().Name = "eth0"
 			return err
 		}},
-		{stepSysctl, func() error {
+		{"", func() error { // timed inside: the plugin's thread is in the namespace already
 			return n.Do(func(ns.NetNS) error {
-				if err := os.WriteFile("/proc/sys/net/ipv4/conf/eth0/arp_notify", []byte("1"), 0o644); err != nil {
-					return err
-				}
-				return os.WriteFile("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", []byte("1"), 0o644)
+				return timed(stepSysctl, func() error {
+					if err := os.WriteFile("/proc/sys/net/ipv4/conf/eth0/arp_notify", []byte("1"), 0o644); err != nil {
+						return err
+					}
+					return os.WriteFile("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", []byte("1"), 0o644)
+				})
 			})
 		}},
 		{stepAddrAdd, func() error {
@@ -575,7 +595,11 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 		{stepLinkDel, func() error { return h.LinkDel(link) }},
 	}
 	for _, s := range steps {
-		if err := timed(s.key, s.f); err != nil {
+		run := s.f
+		if s.key != "" {
+			run = func() error { return timed(s.key, s.f) }
+		}
+		if err := run(); err != nil {
 			_ = h.LinkDel(link)
 			return err
 		}

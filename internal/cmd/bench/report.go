@@ -257,7 +257,7 @@ func (p *Profile) print(w io.Writer, fill int) {
 		for _, part := range b.Parts {
 			branch := ""
 			if part.Branch != "" {
-				branch = fmt.Sprintf("‖ %-5s ", part.Branch)
+				branch = fmt.Sprintf("‖ %-6s ", part.Branch)
 			}
 			fmt.Fprintf(w, "  %8.3f  %5.1f%%  %s%d × %s\n", part.MS, pct(part.MS, b.Measured), branch, part.Count, whats[part.Key])
 		}
