@@ -6,24 +6,27 @@
 // plugins start in a "host" network namespace made for the benchmark,
 // which holds one dummy master; every container is a namespace of its own;
 // host-local leases from a /16, in a fresh data directory per
-// implementation. For each implementation it measures
+// implementation. A profile comes first: it takes ours apart (its plugins
+// exec'd alone, and the netlink requests, namespace switches and sysctl
+// writes of ADD, CHECK and DEL timed one by one in process) and measures
+// the floor, the time to start and finish a static Go binary that does
+// nothing (-floor). Then, for each implementation, in this order:
 //
-//   - ADD, CHECK and DEL latency (p50, p99) of 100 containers, one call at
-//     a time: ADD all, CHECK all, DEL all;
-//   - the same beside -fill empty namespaces, then with -fill containers
-//     attached, on 100 namespaces made for each of the two phases;
+//   - ADD, CHECK and DEL latency (p50, p99) in 100 containers, one call at
+//     a time: ADD, CHECK and DEL in one container, then the next;
 //   - the wall time of 200 ADDs, then 200 DELs, by 4 parallel workers;
+//   - the latencies again beside -fill empty namespaces;
+//   - and with -fill containers attached, in 100 namespaces made after
+//     the fill's.
 //
-// in that order, each phase for ours and then for the reference. Each phase
-// runs beside only the container namespaces it needs: the pool of
-// namespaces grows before the parallel and the later phases, never before
-// the phase with none attached, and the guest is let settle after it grows. After every DEL it checks that
-// nothing leaked: no link but lo in a container, no lease in the data
-// directory. The floor is the time to start
-// and finish a static Go binary that does nothing (-floor). A profile then
-// takes ours apart: its plugins exec'd alone, and the netlink requests,
-// namespace switches and sysctl writes of ADD, CHECK and DEL timed one by
-// one in process.
+// In the phases without a fill, ours and the reference take turns
+// container by container, so that a drift in the host's speed hits both
+// alike; the others run for ours, then for the reference. Each phase runs
+// beside only the container namespaces it needs: the pool of namespaces
+// grows before the parallel and the later phases, never before the phase
+// with none attached, and the guest is let settle after it grows. After
+// every DEL it checks that nothing leaked: no link but lo in a container,
+// no lease in the data directory.
 //
 // It prints one table, the targets with met or not met (reported,
 // never asserted), the profile, and all the numbers in milliseconds on a

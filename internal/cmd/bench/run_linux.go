@@ -104,25 +104,30 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 	}
 	logf("floor: noop p50 %.3f ms, p99 %.3f ms", rep.Floor.P50, rep.Floor.P99)
 
-	// Each phase runs for ours, then for the reference, before the next
-	// phase starts, so that a drift in the guest shows in both.
-	for _, im := range impls {
-		logf("%s: warm-up", im.name)
-		if _, err := im.sequential(ctx, im.attachments("warm", pool[:3])); err != nil {
+	// The phases without a fill measure both implementations together, a
+	// container at a time (see cycles); the others run for ours, then for
+	// the reference, before the next phase starts.
+	both := func(phase, title string, cs []ns.NetNS, set func(*ImplReport) *Verbs) error {
+		logf("%s: ADD, CHECK, DEL in %d containers, one at a time, ours and the reference in turn", title, len(cs))
+		vs, err := cycles(ctx, []*impl{ours, ref}, phase, cs)
+		if err != nil {
 			return err
 		}
+		for k, im := range impls {
+			*set(im.rep) = vs[k]
+			logf("%s: %s: p50 ADD %.3f, CHECK %.3f, DEL %.3f ms", im.name, title, vs[k].Add.P50, vs[k].Check.P50, vs[k].Del.P50)
+			if err := leak(im.checkLeaks(title, cs)); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-
-	for _, im := range impls {
-		cs := pool[:cfg.containers]
-		logf("%s: none attached: ADD, CHECK, DEL of %d containers", im.name, len(cs))
-		if im.rep.Idle, err = im.sequential(ctx, im.attachments("idle", cs)); err != nil {
-			return err
-		}
-		logf("%s: none attached: p50 ADD %.3f, CHECK %.3f, DEL %.3f ms", im.name, im.rep.Idle.Add.P50, im.rep.Idle.Check.P50, im.rep.Idle.Del.P50)
-		if err := leak(im.checkLeaks("none attached", cs)); err != nil {
-			return err
-		}
+	logf("warm-up")
+	if _, err := cycles(ctx, []*impl{ours, ref}, "warm", pool[:3]); err != nil {
+		return err
+	}
+	if err := both("idle", "none attached", pool[:cfg.containers], func(r *ImplReport) *Verbs { return &r.Idle }); err != nil {
+		return err
 	}
 
 	logf("none attached: %s; %s", neighStats("arp_cache"), neighStats("ndisc_cache"))
@@ -165,16 +170,9 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 		return err
 	}
 	logf("%d empty namespaces: floor p50 %.3f ms", cfg.fill, rep.NamespacesFloor.P50)
-	for _, im := range impls {
-		cs := pool[cfg.fill : cfg.fill+cfg.containers]
-		logf("%s: %d empty namespaces: ADD, CHECK, DEL of %d containers", im.name, cfg.fill, len(cs))
-		if im.rep.Namespaces, err = im.sequential(ctx, im.attachments("namespaces", cs)); err != nil {
-			return err
-		}
-		logf("%s: %d empty namespaces: p50 ADD %.3f, CHECK %.3f, DEL %.3f ms", im.name, cfg.fill, im.rep.Namespaces.Add.P50, im.rep.Namespaces.Check.P50, im.rep.Namespaces.Del.P50)
-		if err := leak(im.checkLeaks(fmt.Sprintf("%d empty namespaces", cfg.fill), cs)); err != nil {
-			return err
-		}
+	if err := both("namespaces", fmt.Sprintf("%d empty namespaces", cfg.fill), pool[cfg.fill:cfg.fill+cfg.containers],
+		func(r *ImplReport) *Verbs { return &r.Namespaces }); err != nil {
+		return err
 	}
 	if rep.Profile != nil {
 		logf("%d empty namespaces: the kernel steps of the profile", cfg.fill)
@@ -248,10 +246,11 @@ func attachedPhase(ctx context.Context, im *impl, rep *ImplReport, fillNS, measu
 	}
 	logf("%s: %d attached: floor p50 %.3f ms", im.name, len(fill), rep.AttachedFloor.P50)
 
-	measured := im.attachments("attached", measuredNS)
-	if rep.Attached, err = im.sequential(ctx, measured); err != nil {
+	vs, err := cycles(ctx, []*impl{im}, "attached", measuredNS)
+	if err != nil {
 		return err
 	}
+	rep.Attached = vs[0]
 	logf("%s: %d attached: p50 ADD %.3f, CHECK %.3f, DEL %.3f ms", im.name, len(fill), rep.Attached.Add.P50, rep.Attached.Check.P50, rep.Attached.Del.P50)
 	if probe != nil {
 		if err := probe(); err != nil {
