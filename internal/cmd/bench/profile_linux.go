@@ -547,12 +547,13 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 		return fmt.Errorf("profile: look up %s: %w", tmp, err)
 	}
 	steps := []struct {
-		key string
-		f   func() error
+		key  string
+		inNS bool // timed inside the container's namespace, switch excluded
+		f    func() error
 	}{
 		// The plugin looks the directories up on a thread of its own while
 		// the kernel renames the link, then writes from that thread.
-		{stepSysctlDirs, func() error {
+		{stepSysctlDirs, false, func() error {
 			return n.Do(func(ns.NetNS) error {
 				for _, dir := range []string{"/proc/sys/net/ipv4/conf", "/proc/sys/net/ipv6/conf"} {
 					if err := unix.Access(dir, unix.F_OK); err != nil {
@@ -562,42 +563,38 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 				return nil
 			})
 		}},
-		{stepRename, func() error {
+		{stepRename, false, func() error {
 			err := h.LinkSetName(link, "eth0")
 			link.Attrs().Name = "eth0"
 			return err
 		}},
-		{"", func() error { // timed inside: the plugin's thread is in the namespace already
-			return n.Do(func(ns.NetNS) error {
-				return timed(stepSysctl, func() error {
-					if err := os.WriteFile("/proc/sys/net/ipv4/conf/eth0/arp_notify", []byte("1"), 0o644); err != nil {
-						return err
-					}
-					return os.WriteFile("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", []byte("1"), 0o644)
-				})
-			})
+		{stepSysctl, true, func() error {
+			if err := os.WriteFile("/proc/sys/net/ipv4/conf/eth0/arp_notify", []byte("1"), 0o644); err != nil {
+				return err
+			}
+			return os.WriteFile("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", []byte("1"), 0o644)
 		}},
-		{stepAddrAdd, func() error {
+		{stepAddrAdd, false, func() error {
 			ip := net.IPv4(10, 128, 250+byte(i/250), byte(2+i%250))
 			return h.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(16, 32)}})
 		}},
-		{stepLinkUp, func() error { return h.LinkSetUp(link) }},
-		{stepRouteAdd, func() error {
+		{stepLinkUp, false, func() error { return h.LinkSetUp(link) }},
+		{stepRouteAdd, false, func() error {
 			_, dst, _ := net.ParseCIDR("0.0.0.0/0")
 			return h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Gw: gw})
 		}},
-		{stepAddrDump, func() error { _, err := h.AddrList(link, netlink.FAMILY_ALL); return err }},
-		{stepRouteDump, func() error {
+		{stepAddrDump, false, func() error { _, err := h.AddrList(link, netlink.FAMILY_ALL); return err }},
+		{stepRouteDump, false, func() error {
 			_, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_UNSPEC},
 				netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 			return err
 		}},
-		{stepLinkDel, func() error { return h.LinkDel(link) }},
+		{stepLinkDel, false, func() error { return h.LinkDel(link) }},
 	}
 	for _, s := range steps {
-		run := s.f
-		if s.key != "" {
-			run = func() error { return timed(s.key, s.f) }
+		run := func() error { return timed(s.key, s.f) }
+		if s.inNS {
+			run = func() error { return n.Do(func(ns.NetNS) error { return timed(s.key, s.f) }) }
 		}
 		if err := run(); err != nil {
 			_ = h.LinkDel(link)
