@@ -23,8 +23,11 @@ var hostPackages = []struct{ pkg, file string }{
 	{"nftables", "/usr/sbin/nft"},
 }
 
-// kernelMeta is the Debian package whose dependency names the kernel to boot.
-const kernelMeta = "linux-image-amd64"
+// DefaultKernel is the Debian package whose dependency names the kernel to
+// boot unless Config.KernelPackage names another: Debian's generic kernel.
+// "linux-image-cloud-amd64", the flavour Debian's cloud images boot, is the
+// other one the project runs on (built without wireless support).
+const DefaultKernel = "linux-image-amd64"
 
 // Kernel is an unpacked Debian kernel package.
 type Kernel struct {
@@ -79,18 +82,19 @@ func lastLines(b []byte, n int) string {
 
 var kernelDep = regexp.MustCompile(`(?m)^Depends:.*?\b(linux-image-[0-9][^ ,]*)`)
 
-// currentKernelPackage asks apt which kernel package linux-image-amd64
-// depends on now, refreshing the package lists once if apt knows none.
-func currentKernelPackage(ctx context.Context) (string, error) {
+// currentKernelPackage asks apt which kernel package the metapackage meta
+// (linux-image-amd64, say) depends on now, refreshing the package lists once
+// if apt knows none.
+func currentKernelPackage(ctx context.Context, meta string) (string, error) {
 	show := func() (string, error) {
-		out, err := exec.CommandContext(ctx, "apt-cache", "show", kernelMeta).Output()
+		out, err := exec.CommandContext(ctx, "apt-cache", "show", meta).Output()
 		if err != nil {
-			return "", fmt.Errorf("apt-cache show %s: %w", kernelMeta, err)
+			return "", fmt.Errorf("apt-cache show %s: %w", meta, err)
 		}
 		// apt-cache lists the newest version first.
 		m := kernelDep.FindSubmatch(out)
 		if m == nil {
-			return "", fmt.Errorf("no kernel dependency in apt-cache show %s", kernelMeta)
+			return "", fmt.Errorf("no kernel dependency in apt-cache show %s", meta)
 		}
 		return string(m[1]), nil
 	}
@@ -104,10 +108,11 @@ func currentKernelPackage(ctx context.Context) (string, error) {
 	return show()
 }
 
-// ensureKernel returns the current Debian kernel, downloading and unpacking
-// its package into cacheDir unless it is already there.
-func ensureKernel(ctx context.Context, cacheDir string, logf func(string, ...any)) (*Kernel, error) {
-	pkg, err := currentKernelPackage(ctx)
+// ensureKernel returns the kernel the metapackage meta depends on now,
+// downloading and unpacking its package into cacheDir unless it is already
+// there.
+func ensureKernel(ctx context.Context, cacheDir, meta string, logf func(string, ...any)) (*Kernel, error) {
+	pkg, err := currentKernelPackage(ctx, meta)
 	if err != nil {
 		return nil, err
 	}

@@ -68,21 +68,3 @@ func TestCPIOWriter(t *testing.T) {
 		t.Errorf("archive length %d is not 4-byte aligned", buf.Len())
 	}
 }
-
-func TestModuleName(t *testing.T) {
-	for in, want := range map[string]string{
-		"/lib/modules/x/kernel/net/8021q/8021q.ko": "8021q",
-		"crc32c-intel.ko":                          "crc32c_intel",
-		"nf_tables":                                "nf_tables",
-	} {
-		if got := moduleName(in); got != want {
-			t.Errorf("moduleName(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-func TestLoadOrderMissingModule(t *testing.T) {
-	if _, err := loadOrder(map[string]string{}, []string{"ipvlan"}); err == nil {
-		t.Error("loadOrder with an empty index succeeded, want an error naming ipvlan")
-	}
-}

@@ -3,8 +3,10 @@ package vmtest
 import (
 	"bytes"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 )
@@ -15,9 +17,23 @@ func moduleName(file string) string {
 	return strings.ReplaceAll(strings.TrimSuffix(filepath.Base(file), ".ko"), "-", "_")
 }
 
-// indexModules maps every module name under dir to its .ko file.
+// builtin marks, in a module index, a module compiled into the kernel: it
+// has no file and nothing to load.
+const builtin = ""
+
+// indexModules maps every module name under dir to its .ko file, and the
+// modules that the kernel has built in (modules.builtin) to builtin. Flavours
+// differ here: Debian's cloud kernel builds crc32c_generic in, the generic
+// one ships it as a module.
 func indexModules(dir string) (map[string]string, error) {
 	index := map[string]string{}
+	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
+		for _, line := range strings.Fields(string(b)) {
+			index[moduleName(line)] = builtin
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read built-in kernel modules: %w", err)
+	}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -75,6 +91,10 @@ func loadOrder(index map[string]string, wanted []string) ([]string, error) {
 		file, ok := index[name]
 		if !ok {
 			return fmt.Errorf("kernel module %s not found", name)
+		}
+		if file == builtin {
+			state[name] = 2
+			return nil
 		}
 		state[name] = 1
 		deps, err := moduleDeps(file)

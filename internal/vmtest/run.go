@@ -41,6 +41,9 @@ type Config struct {
 	Files []string
 	// Timeout bounds the whole run on the host side (default 30 minutes).
 	Timeout time.Duration
+	// KernelPackage is the Debian metapackage whose kernel the guest boots
+	// (default DefaultKernel).
+	KernelPackage string
 	// MemoryMB and CPUs size the guest (defaults 2048 and 2).
 	MemoryMB int
 	CPUs     int
@@ -99,6 +102,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Minute
 	}
+	if cfg.KernelPackage == "" {
+		cfg.KernelPackage = DefaultKernel
+	}
 	if cfg.MemoryMB == 0 {
 		cfg.MemoryMB = 2048
 	}
@@ -117,7 +123,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := ensureHostPackages(ctx, cfg.Logf); err != nil {
 		return nil, err
 	}
-	kernel, err := ensureKernel(ctx, cfg.CacheDir, cfg.Logf)
+	kernel, err := ensureKernel(ctx, cfg.CacheDir, cfg.KernelPackage, cfg.Logf)
 	if err != nil {
 		return nil, err
 	}

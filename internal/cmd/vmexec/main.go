@@ -11,6 +11,9 @@
 //
 //	VMTEST_FILES    colon-separated host files to copy into the guest at the
 //	                same path (with their shared libraries)
+//	VMTEST_KERNEL   the Debian kernel metapackage to boot (default
+//	                linux-image-amd64; linux-image-cloud-amd64 is the other
+//	                flavour the project runs on)
 //	VMTEST_MEMORY   guest memory in MiB (default 2048)
 //	VMTEST_TIMEOUT  host-side limit, a Go duration (default: the test's
 //	                -test.timeout plus 5 minutes, else 30 minutes)
@@ -62,6 +65,7 @@ func run(prog string, args []string) int {
 	if files := os.Getenv("VMTEST_FILES"); files != "" {
 		cfg.Files = strings.Split(files, ":")
 	}
+	cfg.KernelPackage = os.Getenv("VMTEST_KERNEL")
 	if mem, err := strconv.Atoi(os.Getenv("VMTEST_MEMORY")); err == nil {
 		cfg.MemoryMB = mem
 	}

@@ -162,13 +162,19 @@ func runProgram(out *os.File) int {
 	}
 }
 
+// debugExitPort is the I/O port of qemu's isa-debug-exit device.
+const debugExitPort = 0xf4
+
 // exit reports status through isa-debug-exit (qemu then exits with
-// ((status+1)<<1)|1) and powers off if that device is missing.
+// ((status+1)<<1)|1), through /dev/port where the kernel has it and
+// directly otherwise, and powers off if that device is missing.
 func exit(status int) {
 	v := byte(min(status, 126) + 1)
 	if port, err := os.OpenFile("/dev/port", os.O_WRONLY, 0); err == nil {
-		_, _ = port.WriteAt([]byte{v}, 0xf4)
+		_, _ = port.WriteAt([]byte{v}, debugExitPort)
 		port.Close()
+	} else if err := writePort(debugExitPort, v); err != nil {
+		fmt.Fprintf(os.Stderr, "vminit: isa-debug-exit: %v\n", err)
 	}
 	unix.Sync()
 	for {
