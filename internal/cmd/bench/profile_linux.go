@@ -5,11 +5,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -20,6 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/garp"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/hostlocal"
 )
 
@@ -40,6 +43,8 @@ const (
 	stepRename      = "link_rename"
 	stepSysctlDirs  = "sysctl_dirs"
 	stepSysctl      = "sysctls"
+	stepAnnounce    = "announce_send"
+	stepAnnounceEnd = "announce_close"
 	stepAddrAdd     = "addr_add"
 	stepLinkUp      = "link_up"
 	stepRouteAdd    = "route_add"
@@ -86,7 +91,11 @@ func stepWhat(key string) string {
 	case stepSysctlDirs:
 		return "look up /proc/sys/net/ipv4, ipv6 (ns.Do)"
 	case stepSysctl:
-		return "sysctls arp_notify, disable_ipv6 written"
+		return "sysctl disable_ipv6 written"
+	case stepAnnounce:
+		return "gratuitous ARP out of the master (open, send)"
+	case stepAnnounceEnd:
+		return "its socket closed during the rename"
 	case stepAddrAdd:
 		return "ip addr add <ip>/16 dev eth0"
 	case stepLinkUp:
@@ -186,7 +195,7 @@ func profile(ctx context.Context, ours, ref *impl, containers []ns.NetNS, floor,
 	if err != nil {
 		return nil, err
 	}
-	for _, key := range []string{stepNSOpen, stepHandle, stepSetns, stepLookup, stepLinkAdd, stepRename, stepSysctlDirs, stepSysctl,
+	for _, key := range []string{stepNSOpen, stepHandle, stepSetns, stepLookup, stepLinkAdd, stepAnnounce, stepRename, stepAnnounceEnd, stepSysctlDirs, stepSysctl,
 		stepAddrAdd, stepLinkUp, stepRouteAdd, stepAddrDump, stepRouteDump, stepLinkDel} {
 		add(key, kernel[key], nil)
 	}
@@ -222,7 +231,8 @@ func (p *Profile) addKernel(e *env, containers []ns.NetNS, set func(*Step, Dist)
 // performs, beside idle, their latency through libcni with no other
 // container attached. The recipes follow plugins/main/ipvlan as it is:
 // host-local runs in the plugin's process, and concurrently with the link
-// work (branches "link" and "lease"), and ADD's sysctl thread looks its
+// work (branches "link" and "lease"); the announcement follows the lease,
+// its socket closed during the rename; and ADD's sysctl thread looks its
 // directories up beside the rename (branch "sysctl"). Update them when the
 // plugin changes.
 func (p *Profile) addBreakdowns(idle Verbs) {
@@ -232,7 +242,8 @@ func (p *Profile) addBreakdowns(idle Verbs) {
 	p.Breakdowns = []Breakdown{
 		p.breakdown("ADD", idle.Add.P50, stepAloneAdd, []Part{
 			seq(stepIPVLANStart, 1), seq(stepNSOpen, 1), seq(stepHandle, 2), seq(stepLookup, 2), // master, CNI_IFNAME free
-			link(stepLinkAdd, 1), link(stepLookup, 1), link(stepRename, 1), lease(stepInProcAdd),
+			link(stepLinkAdd, 1), link(stepLookup, 1), link(stepRename, 1),
+			lease(stepInProcAdd), lease(stepAnnounce), lease(stepAnnounceEnd),
 			Part{Key: stepSysctlDirs, Count: 1, Branch: "sysctl"}, // beside the rename
 			seq(stepSysctl, 1), seq(stepAddrAdd, 1), seq(stepLinkUp, 1), seq(stepRouteAdd, 1),
 		}),
@@ -546,6 +557,8 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 	if err != nil {
 		return fmt.Errorf("profile: look up %s: %w", tmp, err)
 	}
+	ip := net.IPv4(10, 128, 250+byte(i/250), byte(2+i%250))
+	var sender *garp.Sender
 	steps := []struct {
 		key  string
 		inNS bool // timed inside the container's namespace, switch excluded
@@ -563,19 +576,31 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 				return nil
 			})
 		}},
-		{stepRename, false, func() error {
-			err := h.LinkSetName(link, "eth0")
-			link.Attrs().Name = "eth0"
-			return err
-		}},
-		{stepSysctl, true, func() error {
-			if err := os.WriteFile("/proc/sys/net/ipv4/conf/eth0/arp_notify", []byte("1"), 0o644); err != nil {
+		{stepAnnounce, false, func() (err error) {
+			if sender, err = garp.Open(master); err != nil {
 				return err
 			}
+			return sender.Announce([]net.IP{ip})
+		}},
+		// The plugin closes the announcement's socket while the kernel
+		// renames the link: the close is timed on a thread of its own.
+		{stepRename, false, func() error {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			renamed := make(chan struct{})
+			closed := make(chan error, 1)
+			go func(tid int) {
+				closed <- timed(stepAnnounceEnd, func() error { return sender.CloseWhileBlocked(tid, renamed) })
+			}(unix.Gettid())
+			err := h.LinkSetName(link, "eth0")
+			close(renamed)
+			link.Attrs().Name = "eth0"
+			return errors.Join(err, <-closed)
+		}},
+		{stepSysctl, true, func() error {
 			return os.WriteFile("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", []byte("1"), 0o644)
 		}},
 		{stepAddrAdd, false, func() error {
-			ip := net.IPv4(10, 128, 250+byte(i/250), byte(2+i%250))
 			return h.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(16, 32)}})
 		}},
 		{stepLinkUp, false, func() error { return h.LinkSetUp(link) }},

@@ -43,7 +43,7 @@ type NetConf struct {
 	MTU             int    `json:"mtu,omitempty"`
 	LinkInContainer bool   `json:"linkInContainer,omitempty"`
 	// KeepIPv6 leaves IPv6 on when the interface gets IPv4 addresses only;
-	// by default ADD turns it off there (see writeSysctls).
+	// by default ADD turns it off there (see planSysctls).
 	KeepIPv6 bool `json:"keepIPv6,omitempty"`
 	// IPAMExec runs the host-local binary from CNI_PATH instead of the
 	// bundled host-local in this process.

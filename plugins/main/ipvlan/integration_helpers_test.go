@@ -434,14 +434,7 @@ func (c *testContainer) hasLink(t *testing.T, name string) bool {
 // (which it does when the link comes up with IPv6 on).
 func (c *testContainer) ipv6Of(t *testing.T, name string) (disabled string, linkLocal bool) {
 	t.Helper()
-	err := c.ns.Do(func(ns.NetNS) error {
-		b, err := os.ReadFile(filepath.Join("/proc/sys/net/ipv6/conf", name, "disable_ipv6"))
-		disabled = strings.TrimSpace(string(b))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("read disable_ipv6 of %s: %v", name, err)
-	}
+	disabled = c.sysctl(t, "ipv6", name, "disable_ipv6")
 	l, err := c.h.LinkByName(name)
 	if err != nil {
 		t.Fatalf("look up %s: %v", name, err)
@@ -454,6 +447,41 @@ func (c *testContainer) ipv6Of(t *testing.T, name string) (disabled string, link
 		linkLocal = linkLocal || a.IP.IsLinkLocalUnicast()
 	}
 	return disabled, linkLocal
+}
+
+// sysctl reads /proc/sys/net/<family>/conf/<name>/<key> in the container.
+func (c *testContainer) sysctl(t *testing.T, family, name, key string) string {
+	t.Helper()
+	var v string
+	err := c.ns.Do(func(ns.NetNS) error {
+		b, err := os.ReadFile(filepath.Join("/proc/sys/net", family, "conf", name, key))
+		v = strings.TrimSpace(string(b))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("read %s of %s: %v", key, name, err)
+	}
+	return v
+}
+
+// hasNeigh reports whether the container has a neighbour entry for ip on
+// its testIf.
+func (c *testContainer) hasNeigh(t *testing.T, ip net.IP) bool {
+	t.Helper()
+	l, err := c.h.LinkByName(testIf)
+	if err != nil {
+		t.Fatalf("look up %s: %v", testIf, err)
+	}
+	neighs, err := c.h.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatalf("ip neigh show dev %s: %v", testIf, err)
+	}
+	for _, n := range neighs {
+		if n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // routes lists the container's routes through link as "dst via gw", the

@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -621,37 +624,108 @@ func TestIntegrationNetfilter(t *testing.T) {
 // TestIntegrationStaleNeighbour gives a peer a neighbour entry with a wrong
 // MAC for the container's future address: ADD must announce the address so
 // the peer learns the master's MAC without sending anything itself.
+//
+// The announcement goes out of the master while the kernel renames the
+// link, and reaches the segment only; when the addresses come after the
+// rename (here an IPAM plugin that takes 300 ms), the kernel announces
+// through the slave instead (arp_notify), and in l2 the ipvlan driver then
+// hands the frame to every other slave too. A sibling set to accept
+// unsolicited ARP (arp_accept=1) makes an entry from any announcement it
+// receives: it shows which way the frame went.
 func TestIntegrationStaleNeighbour(t *testing.T) {
-	f := newNetFixture(t)
-	master, p := f.addPeer("10.50.0.1/24")
-	c := f.newContainer("stale-neigh")
-	ctrIP := net.ParseIP("10.50.0.5")
-	stale := &netlink.Neigh{
-		LinkIndex:    p.link.Attrs().Index,
-		Family:       netlink.FAMILY_V4,
-		State:        netlink.NUD_STALE,
-		IP:           ctrIP,
-		HardwareAddr: net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99},
+	tests := []struct {
+		name          string
+		ipamDelay     string // seconds an exec'd host-local waits first; "" runs it in process
+		wantArpNotify string
+		wantSibling   bool // the sibling receives the announcement
+	}{
+		{name: "out of the master", wantArpNotify: "0"},
+		{name: "by the kernel after a slow IPAM", ipamDelay: "0.3", wantArpNotify: "1", wantSibling: true},
 	}
-	// ip neigh replace 10.50.0.5 lladdr 02:00:00:00:00:99 dev peer0 nud stale
-	if err := p.h.NeighSet(stale); err != nil {
-		t.Fatalf("ip neigh replace %s lladdr %s nud stale: %v", ctrIP, stale.HardwareAddr, err)
-	}
-	if got := p.neighMAC(t, ctrIP); got != stale.HardwareAddr.String() {
-		t.Fatalf("peer's entry for %s = %q before ADD, want %s", ctrIP, got, stale.HardwareAddr)
-	}
-	ipam := hostLocalIPAM(f.dataDir, singleIPRange("10.50.0.0/24", ctrIP.String()))
-	l := f.list("1.1.0", f.plugin(map[string]any{"master": "veth0", "ipam": ipam}))
-	f.mustAdd(l, c.rt())
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newNetFixture(t)
+			master, p := f.addPeer("10.50.0.1/24")
+			fields := func(ip string) map[string]any {
+				return map[string]any{"master": "veth0", "ipam": hostLocalIPAM(f.dataDir, singleIPRange("10.50.0.0/24", ip))}
+			}
 
-	want := master.Attrs().HardwareAddr.String()
-	var got string
-	if !pollUntil(3*time.Second, func() bool { got = p.neighMAC(t, ctrIP); return got == want }) {
-		t.Errorf("peer's entry for %s = %q 3s after ADD, want the master's MAC %s", ctrIP, got, want)
+			sibling := f.newContainer("announce-sibling")
+			siblingList := f.list("1.1.0", f.plugin(fields("10.50.0.5")))
+			f.mustAdd(siblingList, sibling.rt())
+			err := sibling.ns.Do(func(ns.NetNS) error {
+				return os.WriteFile("/proc/sys/net/ipv4/conf/"+testIf+"/arp_accept", []byte("1"), 0o644)
+			})
+			if err != nil {
+				t.Fatalf("sysctl arp_accept=1 in the sibling: %v", err)
+			}
+
+			ctrIP := net.ParseIP("10.50.0.6")
+			stale := &netlink.Neigh{
+				LinkIndex:    p.link.Attrs().Index,
+				Family:       netlink.FAMILY_V4,
+				State:        netlink.NUD_STALE,
+				IP:           ctrIP,
+				HardwareAddr: net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99},
+			}
+			// ip neigh replace 10.50.0.6 lladdr 02:00:00:00:00:99 dev peer0 nud stale
+			if err := p.h.NeighSet(stale); err != nil {
+				t.Fatalf("ip neigh replace %s lladdr %s nud stale: %v", ctrIP, stale.HardwareAddr, err)
+			}
+			if got := p.neighMAC(t, ctrIP); got != stale.HardwareAddr.String() {
+				t.Fatalf("peer's entry for %s = %q before ADD, want %s", ctrIP, got, stale.HardwareAddr)
+			}
+
+			conf := fields(ctrIP.String())
+			if tc.ipamDelay != "" {
+				f.cni = libcni.NewCNIConfigWithCacheDir([]string{slowHostLocalDir(t, tc.ipamDelay)}, t.TempDir(), nil)
+				conf["ipamExec"] = true
+			}
+			l := f.list("1.1.0", f.plugin(conf))
+			c := f.newContainer("stale-neigh")
+			f.mustAdd(l, c.rt())
+
+			want := master.Attrs().HardwareAddr.String()
+			var got string
+			if !pollUntil(3*time.Second, func() bool { got = p.neighMAC(t, ctrIP); return got == want }) {
+				t.Errorf("peer's entry for %s = %q 3s after ADD, want the master's MAC %s", ctrIP, got, want)
+			}
+			if v := c.sysctl(t, "ipv4", testIf, "arp_notify"); v != tc.wantArpNotify {
+				t.Errorf("arp_notify of the container's %s = %s, want %s", testIf, v, tc.wantArpNotify)
+			}
+			// The peer has it; a frame to the sibling would have been
+			// delivered by now.
+			var inSibling bool
+			if !pollUntil(500*time.Millisecond, func() bool { inSibling = sibling.hasNeigh(t, ctrIP); return inSibling }) && tc.wantSibling {
+				t.Errorf("the sibling has no entry for %s: the kernel's announcement did not reach the other slaves", ctrIP)
+			}
+			if inSibling && !tc.wantSibling {
+				t.Errorf("the sibling has an entry for %s: the announcement out of the master reached the other slaves", ctrIP)
+			}
+			if err := f.del(l, c.rt()); err != nil {
+				t.Fatalf("DEL: %v", err)
+			}
+			if err := f.del(siblingList, sibling.rt()); err != nil {
+				t.Errorf("DEL the sibling: %v", err)
+			}
+		})
 	}
-	if err := f.del(l, c.rt()); err != nil {
-		t.Fatalf("DEL: %v", err)
+}
+
+// slowHostLocalDir is a CNI_PATH with our ipvlan and a host-local that
+// sleeps delay seconds before it runs ours.
+func slowHostLocalDir(t *testing.T, delay string) string {
+	t.Helper()
+	dir := t.TempDir()
+	bin := testenv.PluginDir(t)
+	if err := os.Symlink(filepath.Join(bin, "ipvlan"), filepath.Join(dir, "ipvlan")); err != nil {
+		t.Fatal(err)
 	}
+	script := fmt.Sprintf("#!/bin/sh\nsleep %s\nexec %s \"$@\"\n", delay, filepath.Join(bin, "host-local"))
+	if err := os.WriteFile(filepath.Join(dir, "host-local"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // TestIntegrationDel checks that DEL succeeds and releases the lease when

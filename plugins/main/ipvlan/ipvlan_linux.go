@@ -186,16 +186,25 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 	// build and encode it while the kernel renames the link (the rename
 	// waits for an RCU grace period). The sysctls' thread enters the
 	// container's namespace meanwhile.
+	// The announcement goes out of the master, its socket closed while
+	// the rename holds rtnl (see announcement).
 	result := s.startResult(link.Attrs().HardwareAddr, addresses)
 	setSysctls, abandonSysctls := s.startSysctls()
 	undo = append(undo, abandonSysctls)
+	announce := s.startAnnouncement(master, addresses)
+	undo = append(undo, announce.abandon)
 
-	if err := s.cont.LinkSetName(link, args.IfName); err != nil {
-		if errors.Is(err, unix.EEXIST) {
+	runtime.LockOSThread()
+	announce.renameStarted(unix.Gettid())
+	renameErr := s.cont.LinkSetName(link, args.IfName)
+	announce.renameDone()
+	runtime.UnlockOSThread()
+	if renameErr != nil {
+		if errors.Is(renameErr, unix.EEXIST) {
 			return nil, nil, types.NewError(types.ErrInvalidEnvironmentVariables,
 				fmt.Sprintf("CNI_IFNAME %q: a link of that name already exists in %s", args.IfName, args.Netns), "")
 		}
-		return nil, nil, fmt.Errorf("ip link set %s name %s: %w", link.Attrs().Name, args.IfName, err)
+		return nil, nil, fmt.Errorf("ip link set %s name %s: %w", link.Attrs().Name, args.IfName, renameErr)
 	}
 	link.Attrs().Name = args.IfName
 	if err := fail.after(stepRename); err != nil {
@@ -210,7 +219,7 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 		return nil, nil, err
 	}
 
-	if err := setSysctls(addrs); err != nil {
+	if err := setSysctls(planSysctls(addrs, s.conf.KeepIPv6, !announce.sentByMaster())); err != nil {
 		return nil, nil, err
 	}
 	if err := fail.after(stepSysctl); err != nil {
@@ -237,6 +246,7 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 	if err := fail.after(stepRoute); err != nil {
 		return nil, nil, err
 	}
+	announce.wait()
 	return result()
 }
 
@@ -398,10 +408,10 @@ func (s *session) startAddresses(ctx context.Context, undo *[]func()) func() (*c
 	}
 }
 
-// startSysctls prepares the interface's sysctls (see writeSysctls) on a
+// startSysctls prepares the interface's sysctls (see planSysctls) on a
 // thread of its own in the container's namespace. It returns a function
-// that hands the thread the addresses and waits for its writes, and one
-// that lets it go without writing.
+// that hands the thread the plan and waits for its writes, and one that
+// lets it go without writing.
 //
 // Started before the rename, the thread enters the namespace and looks up
 // the sysctl directories while the kernel renames the link. The first
@@ -412,58 +422,75 @@ func (s *session) startAddresses(ctx context.Context, undo *[]func()) func() (*c
 // first meets none and walks them all (~8 ms each with 2,000 containers in
 // the VM). It then adds the namespace's own entry at the head, and the
 // writes take well under a millisecond.
-func (s *session) startSysctls() (set func(*current.Result) error, abandon func()) {
-	addrsc := make(chan *current.Result, 1)
+func (s *session) startSysctls() (set func(sysctls) error, abandon func()) {
+	planc := make(chan sysctls, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- s.netns.Do(func(ns.NetNS) error {
 			for _, dir := range []string{"/proc/sys/net/ipv4/conf", "/proc/sys/net/ipv6/conf"} {
 				_ = unix.Access(dir, unix.F_OK) // only to look it up: the writes report errors
 			}
-			addrs, ok := <-addrsc
+			plan, ok := <-planc
 			if !ok {
 				return nil
 			}
-			return writeSysctls(s.args.IfName, addrs, s.conf.KeepIPv6)
+			return plan.write(s.args.IfName)
 		})
 	}()
 	var once sync.Once
-	set = func(addrs *current.Result) error {
-		once.Do(func() { addrsc <- addrs })
+	set = func(plan sysctls) error {
+		once.Do(func() { planc <- plan })
 		return <-done
 	}
-	abandon = func() { once.Do(func() { close(addrsc) }) }
+	abandon = func() { once.Do(func() { close(planc) }) }
 	return set, abandon
 }
 
-// writeSysctls prepares the sysctls of the interface ifName, in the
-// current namespace, before it comes up.
+// sysctls are the interface's sysctls ADD sets before it comes up.
+type sysctls struct {
+	arpNotify   bool // the kernel sends a gratuitous ARP on up
+	ndiscNotify bool // the kernel sends an unsolicited neighbour advertisement on up
+	disableIPv6 bool // no IPv6 on the interface
+}
+
+// planSysctls says which sysctls an interface with addrs gets.
 //
-// arp_notify and ndisc_notify make the kernel announce the addresses when
-// the link comes up: a gratuitous ARP and an unsolicited neighbour
-// advertisement, so peers holding a stale neighbour entry for a reused
-// address learn the master's MAC at once. In l3 and l3s modes the device
-// has NOARP and the kernel sends nothing, as it should.
+// arp_notify makes the kernel announce the IPv4 addresses when the link
+// comes up, when ADD has not announced them out of the master itself (see
+// announcement); ndisc_notify does it for IPv6 (an unsolicited neighbour
+// advertisement). Peers holding a stale neighbour entry for a reused
+// address then learn the master's MAC at once. In l3 and l3s modes the
+// device has NOARP and the kernel sends nothing, as it should.
 //
 // An interface given IPv4 addresses only gets IPv6 turned off
 // (disable_ipv6), unless keepIPv6 is set: otherwise the kernel would give
 // it a link-local address and run IPv6 autoconfiguration on it, and on a
-// master with many slaves that traffic is multiplied by every slave. An
-// interface the kernel gave no IPv6 at all has no such sysctl: a kernel
-// without IPv6 (ipv6.disable=1), or an MTU below IPv6's minimum of 1280.
-func writeSysctls(ifName string, addrs *current.Result, keepIPv6 bool) error {
+// master with many slaves that traffic is multiplied by every slave.
+func planSysctls(addrs *current.Result, keepIPv6, kernelAnnounces bool) sysctls {
 	v4, v6 := families(addrs)
-	if v4 {
+	return sysctls{
+		arpNotify:   v4 && kernelAnnounces,
+		ndiscNotify: v6,
+		disableIPv6: v4 && !v6 && !keepIPv6,
+	}
+}
+
+// write sets the sysctls of the interface ifName in the current namespace.
+// An interface the kernel gave no IPv6 at all has no disable_ipv6: a
+// kernel without IPv6 (ipv6.disable=1), or an MTU below IPv6's minimum of
+// 1280; there is nothing to turn off.
+func (p sysctls) write(ifName string) error {
+	if p.arpNotify {
 		if err := writeSysctl(filepath.Join("/proc/sys/net/ipv4/conf", ifName, "arp_notify"), "1"); err != nil {
 			return err
 		}
 	}
-	if v6 {
+	if p.ndiscNotify {
 		if err := writeSysctl(filepath.Join("/proc/sys/net/ipv6/conf", ifName, "ndisc_notify"), "1"); err != nil {
 			return err
 		}
 	}
-	if v4 && !v6 && !keepIPv6 {
+	if p.disableIPv6 {
 		err := writeSysctl(filepath.Join("/proc/sys/net/ipv6/conf", ifName, "disable_ipv6"), "1")
 		if err != nil && !errors.Is(err, fs.ErrNotExist) { // no IPv6 to turn off
 			return err

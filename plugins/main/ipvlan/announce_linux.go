@@ -1,0 +1,149 @@
+package main
+
+import (
+	"net"
+	"sync"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/garp"
+)
+
+// announcement tells the master's segment that the container's IPv4
+// addresses are here (l2 only): one gratuitous ARP per address, sent out of
+// the master from its MAC, which every slave shares, so that peers holding
+// a stale neighbour entry for a reused address update it at once.
+//
+// The kernel's arp_notify would send the same frame through the slave when
+// it comes up, and in l2 mode the ipvlan driver hands a slave's broadcast
+// to every other slave of the master: one ARP to process in each
+// container's namespace, on the CPU that brought the link up, for slaves
+// that know every other slave by the same MAC already. With 2,000 slaves
+// that is most of what ADD grows by. Sent from the master, the frame
+// reaches the segment only.
+//
+// A packet socket's close waits for an RCU grace period (the kernel's
+// packet_release calls synchronize_net): a normal one, ~15 ms in the VM,
+// unless some thread holds rtnl at that moment, when it waits for an
+// expedited one, well under a millisecond. The rename holds rtnl through
+// its own grace period, so the announcement is sent, and its socket
+// closed, while the kernel renames the link: the addresses are announced
+// before they are configured, but nothing runs in the container before ADD
+// returns. When the addresses come later than the rename (a slow IPAM
+// plugin) or the socket cannot be had, the kernel announces instead
+// (arp_notify), as it does in l3 and l3s, where the slave has NOARP and
+// the kernel sends nothing.
+type announcement struct {
+	renaming chan int      // the renaming thread's id, sent as the rename starts
+	renamed  chan struct{} // closed when the rename has returned
+	quit     chan struct{} // closed when ADD gives up before the rename
+	sentc    chan bool     // whether the frames went out of the master
+	done     chan struct{} // closed when the socket is closed
+
+	quitOnce sync.Once
+	sentOnce sync.Once
+	sent     bool
+}
+
+// startAnnouncement starts the announcement's goroutine; it waits for the
+// rename (renameStarted) and for the addresses.
+func (s *session) startAnnouncement(master netlink.Link, addresses func() (*current.Result, error)) *announcement {
+	a := &announcement{
+		renaming: make(chan int, 1),
+		renamed:  make(chan struct{}),
+		quit:     make(chan struct{}),
+		sentc:    make(chan bool, 1),
+		done:     make(chan struct{}),
+	}
+	if s.conf.Mode != ModeL2 {
+		a.sentc <- false
+		close(a.done)
+		return a
+	}
+	go func() {
+		defer close(a.done)
+		a.sentc <- a.run(s, master, addresses)
+	}()
+	return a
+}
+
+// run sends the frames and returns whether it did; it closes the socket
+// before it returns, while the rename holds rtnl if it can.
+func (a *announcement) run(s *session, master netlink.Link, addresses func() (*current.Result, error)) bool {
+	var tid int
+	select {
+	case tid = <-a.renaming:
+	case <-a.quit:
+		return false
+	}
+	addrs, err := addresses()
+	if err != nil {
+		return false
+	}
+	var ips []net.IP
+	for _, ip := range addrs.IPs {
+		if v4 := ip.Address.IP.To4(); v4 != nil {
+			ips = append(ips, v4)
+		}
+	}
+	if len(ips) == 0 || isClosed(a.renamed) {
+		return false
+	}
+	var sender *garp.Sender
+	send := func() error {
+		var err error
+		if sender, err = garp.Open(master); err != nil {
+			return err
+		}
+		if err := sender.Announce(ips); err != nil {
+			_ = sender.Close()
+			return err
+		}
+		return nil
+	}
+	if s.conf.LinkInContainer {
+		err = s.netns.Do(func(ns.NetNS) error { return send() })
+	} else {
+		err = send()
+	}
+	if err != nil {
+		return false
+	}
+	_ = sender.CloseWhileBlocked(tid, a.renamed)
+	return true
+}
+
+// renameStarted hands the goroutine the id of the thread about to rename
+// the link; the caller's goroutine must be locked to it.
+func (a *announcement) renameStarted(tid int) { a.renaming <- tid }
+
+// renameDone tells the goroutine that the rename has returned.
+func (a *announcement) renameDone() { close(a.renamed) }
+
+// sentByMaster waits for the goroutine's decision: true when the frames
+// went out of the master, false when the kernel is to announce.
+func (a *announcement) sentByMaster() bool {
+	a.sentOnce.Do(func() { a.sent = <-a.sentc })
+	return a.sent
+}
+
+// wait waits until the socket is closed.
+func (a *announcement) wait() { <-a.done }
+
+// abandon stops the goroutine if the rename has not started, and waits
+// for it: an undo step.
+func (a *announcement) abandon() {
+	a.quitOnce.Do(func() { close(a.quit) })
+	<-a.done
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
