@@ -560,13 +560,13 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 	ip := net.IPv4(10, 128, 250+byte(i/250), byte(2+i%250))
 	var sender *garp.Sender
 	steps := []struct {
-		key  string
-		inNS bool // timed inside the container's namespace, switch excluded
-		f    func() error
+		key string
+		in  ns.NetNS // timed inside this namespace, the switch excluded; nil: where the bench runs
+		f   func() error
 	}{
 		// The plugin looks the directories up on a thread of its own while
 		// the kernel renames the link, then writes from that thread.
-		{stepSysctlDirs, false, func() error {
+		{stepSysctlDirs, nil, func() error {
 			return n.Do(func(ns.NetNS) error {
 				for _, dir := range []string{"/proc/sys/net/ipv4/conf", "/proc/sys/net/ipv6/conf"} {
 					if err := unix.Access(dir, unix.F_OK); err != nil {
@@ -576,7 +576,7 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 				return nil
 			})
 		}},
-		{stepAnnounce, false, func() (err error) {
+		{stepAnnounce, e.host, func() (err error) {
 			if sender, err = garp.Open(master); err != nil {
 				return err
 			}
@@ -584,7 +584,7 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 		}},
 		// The plugin closes the announcement's socket while the kernel
 		// renames the link: the close is timed on a thread of its own.
-		{stepRename, false, func() error {
+		{stepRename, nil, func() error {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			renamed := make(chan struct{})
@@ -597,29 +597,29 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 			link.Attrs().Name = "eth0"
 			return errors.Join(err, <-closed)
 		}},
-		{stepSysctl, true, func() error {
+		{stepSysctl, n, func() error {
 			return os.WriteFile("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", []byte("1"), 0o644)
 		}},
-		{stepAddrAdd, false, func() error {
+		{stepAddrAdd, nil, func() error {
 			return h.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(16, 32)}})
 		}},
-		{stepLinkUp, false, func() error { return h.LinkSetUp(link) }},
-		{stepRouteAdd, false, func() error {
+		{stepLinkUp, nil, func() error { return h.LinkSetUp(link) }},
+		{stepRouteAdd, nil, func() error {
 			_, dst, _ := net.ParseCIDR("0.0.0.0/0")
 			return h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Gw: gw})
 		}},
-		{stepAddrDump, false, func() error { _, err := h.AddrList(link, netlink.FAMILY_ALL); return err }},
-		{stepRouteDump, false, func() error {
+		{stepAddrDump, nil, func() error { _, err := h.AddrList(link, netlink.FAMILY_ALL); return err }},
+		{stepRouteDump, nil, func() error {
 			_, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_UNSPEC},
 				netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 			return err
 		}},
-		{stepLinkDel, false, func() error { return h.LinkDel(link) }},
+		{stepLinkDel, nil, func() error { return h.LinkDel(link) }},
 	}
 	for _, s := range steps {
 		run := func() error { return timed(s.key, s.f) }
-		if s.inNS {
-			run = func() error { return n.Do(func(ns.NetNS) error { return timed(s.key, s.f) }) }
+		if s.in != nil {
+			run = func() error { return s.in.Do(func(ns.NetNS) error { return timed(s.key, s.f) }) }
 		}
 		if err := run(); err != nil {
 			_ = h.LinkDel(link)
