@@ -22,7 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/ipvlan-cni/ipvlan-cni/pkg/garp"
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/announce"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/hostlocal"
 )
 
@@ -558,7 +558,7 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 		return fmt.Errorf("profile: look up %s: %w", tmp, err)
 	}
 	ip := net.IPv4(10, 128, 250+byte(i/250), byte(2+i%250))
-	var sender *garp.Sender
+	var sender *announce.Sender
 	steps := []struct {
 		key string
 		in  ns.NetNS // timed inside this namespace, the switch excluded; nil: where the bench runs
@@ -577,7 +577,7 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 			})
 		}},
 		{stepAnnounce, e.host, func() (err error) {
-			if sender, err = garp.Open(master); err != nil {
+			if sender, err = announce.Open(master); err != nil {
 				return err
 			}
 			return sender.Announce([]net.IP{ip})

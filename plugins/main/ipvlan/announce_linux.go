@@ -8,21 +8,22 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/ipvlan-cni/ipvlan-cni/pkg/garp"
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/announce"
 )
 
-// announcement tells the master's segment that the container's IPv4
-// addresses are here (l2 only): one gratuitous ARP per address, sent out of
-// the master from its MAC, which every slave shares, so that peers holding
-// a stale neighbour entry for a reused address update it at once.
+// announcement tells the master's segment that the container's addresses
+// are here (l2 only): a gratuitous ARP per IPv4 address and an unsolicited
+// neighbour advertisement per IPv6 one, sent out of the master from its
+// MAC, which every slave shares, so that peers holding a stale neighbour
+// entry for a reused address update it at once.
 //
-// The kernel's arp_notify would send the same frame through the slave when
-// it comes up, and in l2 mode the ipvlan driver hands a slave's broadcast
-// to every other slave of the master: one ARP to process in each
-// container's namespace, on the CPU that brought the link up, for slaves
-// that know every other slave by the same MAC already. With 2,000 slaves
-// that is most of what ADD grows by. Sent from the master, the frame
-// reaches the segment only.
+// The kernel's arp_notify and ndisc_notify would send the same frames
+// through the slave when it comes up, and in l2 mode the ipvlan driver
+// hands a slave's broadcast and multicast to every other slave of the
+// master: one packet to process in each container's namespace, on the CPU
+// that brought the link up, for slaves that know every other slave by the
+// same MAC already. With 2,000 slaves that is most of what ADD grows by.
+// Sent from the master, the frames reach the segment only.
 //
 // A packet socket's close waits for an RCU grace period (the kernel's
 // packet_release calls synchronize_net): a normal one, ~15 ms in the VM,
@@ -33,8 +34,8 @@ import (
 // before they are configured, but nothing runs in the container before ADD
 // returns. When the addresses come later than the rename (a slow IPAM
 // plugin) or the socket cannot be had, the kernel announces instead
-// (arp_notify), as it does in l3 and l3s, where the slave has NOARP and
-// the kernel sends nothing.
+// (arp_notify, ndisc_notify), as it does in l3 and l3s, where the slave
+// has NOARP and the kernel sends nothing for IPv4.
 type announcement struct {
 	renaming chan int      // the renaming thread's id, sent as the rename starts
 	renamed  chan struct{} // closed when the rename has returned
@@ -82,19 +83,17 @@ func (a *announcement) run(s *session, master netlink.Link, addresses func() (*c
 	if err != nil {
 		return false
 	}
-	var ips []net.IP
+	ips := make([]net.IP, 0, len(addrs.IPs))
 	for _, ip := range addrs.IPs {
-		if v4 := ip.Address.IP.To4(); v4 != nil {
-			ips = append(ips, v4)
-		}
+		ips = append(ips, ip.Address.IP)
 	}
 	if len(ips) == 0 || isClosed(a.renamed) {
 		return false
 	}
-	var sender *garp.Sender
+	var sender *announce.Sender
 	send := func() error {
 		var err error
-		if sender, err = garp.Open(master); err != nil {
+		if sender, err = announce.Open(master); err != nil {
 			return err
 		}
 		if err := sender.Announce(ips); err != nil {

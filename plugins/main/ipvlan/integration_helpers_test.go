@@ -472,7 +472,7 @@ func (c *testContainer) hasNeigh(t *testing.T, ip net.IP) bool {
 	if err != nil {
 		t.Fatalf("look up %s: %v", testIf, err)
 	}
-	neighs, err := c.h.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+	neighs, err := c.h.NeighList(l.Attrs().Index, familyOf(ip))
 	if err != nil {
 		t.Fatalf("ip neigh show dev %s: %v", testIf, err)
 	}
@@ -658,10 +658,18 @@ func (f *netFixture) addPeer(cidr string) (netlink.Link, *segmentPeer) {
 	return master, p
 }
 
+// familyOf is ip's netlink address family.
+func familyOf(ip net.IP) int {
+	if ip.To4() != nil {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
 // neighMAC is the peer's neighbour entry for ip, or "" when it has none.
 func (p *segmentPeer) neighMAC(t *testing.T, ip net.IP) string {
 	t.Helper()
-	neighs, err := p.h.NeighList(p.link.Attrs().Index, netlink.FAMILY_V4)
+	neighs, err := p.h.NeighList(p.link.Attrs().Index, familyOf(ip))
 	if err != nil {
 		t.Fatalf("ip neigh show dev peer0: %v", err)
 	}

@@ -628,47 +628,74 @@ func TestIntegrationNetfilter(t *testing.T) {
 // The announcement goes out of the master while the kernel renames the
 // link, and reaches the segment only; when the addresses come after the
 // rename (here an IPAM plugin that takes 300 ms), the kernel announces
-// through the slave instead (arp_notify), and in l2 the ipvlan driver then
-// hands the frame to every other slave too. A sibling set to accept
-// unsolicited ARP (arp_accept=1) makes an entry from any announcement it
-// receives: it shows which way the frame went.
+// through the slave instead (arp_notify, ndisc_notify), and in l2 the
+// ipvlan driver then hands the frame to every other slave too. For IPv4 a
+// sibling set to accept unsolicited ARP (arp_accept=1) makes an entry from
+// any announcement it receives: it shows which way the frame went.
+//
+// Addresses from prevResult are there before the rename starts, so the
+// announcement always goes out of the master; host-local in the plugin's
+// process usually answers within the rename, but not always (a first
+// allocation in a new data directory can take longer), so that case only
+// checks that the sysctl and the sibling agree on the way taken.
 func TestIntegrationStaleNeighbour(t *testing.T) {
 	tests := []struct {
-		name          string
-		ipamDelay     string // seconds an exec'd host-local waits first; "" runs it in process
-		wantArpNotify string
-		wantSibling   bool // the sibling receives the announcement
+		name        string
+		peer        string // the peer's address
+		subnet      string
+		ip          string // the container's
+		sibling     string // a sibling's address, "" for none
+		sysctl      []string
+		source      string // of the addresses: "prevResult", "host-local" in process, or "slow" (exec'd, 300 ms)
+		wantSysctl  string // "" for either way
+		wantSibling bool   // the sibling receives the announcement
 	}{
-		{name: "out of the master", wantArpNotify: "0"},
-		{name: "by the kernel after a slow IPAM", ipamDelay: "0.3", wantArpNotify: "1", wantSibling: true},
+		{name: "IPv4 out of the master", peer: "10.50.0.1/24", subnet: "10.50.0.0/24", ip: "10.50.0.6", sibling: "10.50.0.5",
+			sysctl: []string{"ipv4", "arp_notify"}, source: "prevResult", wantSysctl: "0"},
+		{name: "IPv4 by the kernel after a slow IPAM", peer: "10.50.0.1/24", subnet: "10.50.0.0/24", ip: "10.50.0.6", sibling: "10.50.0.5",
+			sysctl: []string{"ipv4", "arp_notify"}, source: "slow", wantSysctl: "1", wantSibling: true},
+		{name: "IPv4 with host-local either way", peer: "10.50.0.1/24", subnet: "10.50.0.0/24", ip: "10.50.0.6", sibling: "10.50.0.5",
+			sysctl: []string{"ipv4", "arp_notify"}, source: "host-local"},
+		{name: "IPv6 out of the master", peer: "fd00:50::1/64", subnet: "fd00:50::/64", ip: "fd00:50::6",
+			sysctl: []string{"ipv6", "ndisc_notify"}, source: "prevResult", wantSysctl: "0"},
+		{name: "IPv6 by the kernel after a slow IPAM", peer: "fd00:50::1/64", subnet: "fd00:50::/64", ip: "fd00:50::6",
+			sysctl: []string{"ipv6", "ndisc_notify"}, source: "slow", wantSysctl: "1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newNetFixture(t)
-			master, p := f.addPeer("10.50.0.1/24")
+			master, p := f.addPeer(tc.peer)
 			fields := func(ip string) map[string]any {
-				return map[string]any{"master": "veth0", "ipam": hostLocalIPAM(f.dataDir, singleIPRange("10.50.0.0/24", ip))}
+				return map[string]any{"master": "veth0", "ipam": hostLocalIPAM(f.dataDir, singleIPRange(tc.subnet, ip))}
 			}
 
-			sibling := f.newContainer("announce-sibling")
-			siblingList := f.list("1.1.0", f.plugin(fields("10.50.0.5")))
-			f.mustAdd(siblingList, sibling.rt())
-			err := sibling.ns.Do(func(ns.NetNS) error {
-				return os.WriteFile("/proc/sys/net/ipv4/conf/"+testIf+"/arp_accept", []byte("1"), 0o644)
-			})
-			if err != nil {
-				t.Fatalf("sysctl arp_accept=1 in the sibling: %v", err)
+			var sibling *testContainer
+			if tc.sibling != "" {
+				sibling = f.newContainer("announce-sibling")
+				siblingList := f.list("1.1.0", f.plugin(fields(tc.sibling)))
+				f.mustAdd(siblingList, sibling.rt())
+				defer func() {
+					if err := f.del(siblingList, sibling.rt()); err != nil {
+						t.Errorf("DEL the sibling: %v", err)
+					}
+				}()
+				err := sibling.ns.Do(func(ns.NetNS) error {
+					return os.WriteFile("/proc/sys/net/ipv4/conf/"+testIf+"/arp_accept", []byte("1"), 0o644)
+				})
+				if err != nil {
+					t.Fatalf("sysctl arp_accept=1 in the sibling: %v", err)
+				}
 			}
 
-			ctrIP := net.ParseIP("10.50.0.6")
+			ctrIP := net.ParseIP(tc.ip)
 			stale := &netlink.Neigh{
 				LinkIndex:    p.link.Attrs().Index,
-				Family:       netlink.FAMILY_V4,
+				Family:       familyOf(ctrIP),
 				State:        netlink.NUD_STALE,
 				IP:           ctrIP,
 				HardwareAddr: net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99},
 			}
-			// ip neigh replace 10.50.0.6 lladdr 02:00:00:00:00:99 dev peer0 nud stale
+			// ip neigh replace <ip> lladdr 02:00:00:00:00:99 dev peer0 nud stale
 			if err := p.h.NeighSet(stale); err != nil {
 				t.Fatalf("ip neigh replace %s lladdr %s nud stale: %v", ctrIP, stale.HardwareAddr, err)
 			}
@@ -676,9 +703,20 @@ func TestIntegrationStaleNeighbour(t *testing.T) {
 				t.Fatalf("peer's entry for %s = %q before ADD, want %s", ctrIP, got, stale.HardwareAddr)
 			}
 
-			conf := fields(ctrIP.String())
-			if tc.ipamDelay != "" {
-				f.cni = libcni.NewCNIConfigWithCacheDir([]string{slowHostLocalDir(t, tc.ipamDelay)}, t.TempDir(), nil)
+			conf := fields(tc.ip)
+			switch tc.source {
+			case "prevResult":
+				bits := 24
+				if ctrIP.To4() == nil {
+					bits = 64
+				}
+				conf["ipam"] = nil
+				conf["prevResult"] = map[string]any{
+					"cniVersion": "1.1.0",
+					"ips":        []any{map[string]any{"address": fmt.Sprintf("%s/%d", ctrIP, bits)}},
+				}
+			case "slow":
+				f.cni = libcni.NewCNIConfigWithCacheDir([]string{slowHostLocalDir(t, "0.3")}, t.TempDir(), nil)
 				conf["ipamExec"] = true
 			}
 			l := f.list("1.1.0", f.plugin(conf))
@@ -690,23 +728,27 @@ func TestIntegrationStaleNeighbour(t *testing.T) {
 			if !pollUntil(3*time.Second, func() bool { got = p.neighMAC(t, ctrIP); return got == want }) {
 				t.Errorf("peer's entry for %s = %q 3s after ADD, want the master's MAC %s", ctrIP, got, want)
 			}
-			if v := c.sysctl(t, "ipv4", testIf, "arp_notify"); v != tc.wantArpNotify {
-				t.Errorf("arp_notify of the container's %s = %s, want %s", testIf, v, tc.wantArpNotify)
+			v := c.sysctl(t, tc.sysctl[0], testIf, tc.sysctl[1])
+			if tc.wantSysctl == "" {
+				tc.wantSysctl, tc.wantSibling = v, v == "1"
+				t.Logf("the announcement went %s", map[bool]string{true: "through the kernel", false: "out of the master"}[v == "1"])
 			}
-			// The peer has it; a frame to the sibling would have been
-			// delivered by now.
-			var inSibling bool
-			if !pollUntil(500*time.Millisecond, func() bool { inSibling = sibling.hasNeigh(t, ctrIP); return inSibling }) && tc.wantSibling {
-				t.Errorf("the sibling has no entry for %s: the kernel's announcement did not reach the other slaves", ctrIP)
+			if v != tc.wantSysctl {
+				t.Errorf("%s of the container's %s = %s, want %s", tc.sysctl[1], testIf, v, tc.wantSysctl)
 			}
-			if inSibling && !tc.wantSibling {
-				t.Errorf("the sibling has an entry for %s: the announcement out of the master reached the other slaves", ctrIP)
+			if sibling != nil {
+				// The peer has it; a frame to the sibling would have been
+				// delivered by now.
+				var inSibling bool
+				if !pollUntil(500*time.Millisecond, func() bool { inSibling = sibling.hasNeigh(t, ctrIP); return inSibling }) && tc.wantSibling {
+					t.Errorf("the sibling has no entry for %s: the kernel's announcement did not reach the other slaves", ctrIP)
+				}
+				if inSibling && !tc.wantSibling {
+					t.Errorf("the sibling has an entry for %s: the announcement out of the master reached the other slaves", ctrIP)
+				}
 			}
 			if err := f.del(l, c.rt()); err != nil {
 				t.Fatalf("DEL: %v", err)
-			}
-			if err := f.del(siblingList, sibling.rt()); err != nil {
-				t.Errorf("DEL the sibling: %v", err)
 			}
 		})
 	}

@@ -455,12 +455,12 @@ type sysctls struct {
 
 // planSysctls says which sysctls an interface with addrs gets.
 //
-// arp_notify makes the kernel announce the IPv4 addresses when the link
-// comes up, when ADD has not announced them out of the master itself (see
-// announcement); ndisc_notify does it for IPv6 (an unsolicited neighbour
-// advertisement). Peers holding a stale neighbour entry for a reused
-// address then learn the master's MAC at once. In l3 and l3s modes the
-// device has NOARP and the kernel sends nothing, as it should.
+// When ADD has not announced the addresses out of the master itself (see
+// announcement), arp_notify and ndisc_notify make the kernel announce them
+// when the link comes up: a gratuitous ARP for IPv4, an unsolicited
+// neighbour advertisement for IPv6. Peers holding a stale neighbour entry
+// for a reused address then learn the master's MAC at once. In l3 and l3s
+// modes the device has NOARP and the kernel sends no ARP, as it should.
 //
 // An interface given IPv4 addresses only gets IPv6 turned off
 // (disable_ipv6), unless keepIPv6 is set: otherwise the kernel would give
@@ -470,7 +470,7 @@ func planSysctls(addrs *current.Result, keepIPv6, kernelAnnounces bool) sysctls 
 	v4, v6 := families(addrs)
 	return sysctls{
 		arpNotify:   v4 && kernelAnnounces,
-		ndiscNotify: v6,
+		ndiscNotify: v6 && kernelAnnounces,
 		disableIPv6: v4 && !v6 && !keepIPv6,
 	}
 }
