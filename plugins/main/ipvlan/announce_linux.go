@@ -40,7 +40,7 @@ type announcement struct {
 	renaming chan int      // the renaming thread's id, sent as the rename starts
 	renamed  chan struct{} // closed when the rename has returned
 	quit     chan struct{} // closed when ADD gives up before the rename
-	sentc    chan bool     // whether the frames went out of the master
+	sentc    chan bool     // whether the frames went out of the master, sent before the close
 	done     chan struct{} // closed when the socket is closed
 
 	quitOnce sync.Once
@@ -65,30 +65,36 @@ func (s *session) startAnnouncement(master netlink.Link, addresses func() (*curr
 	}
 	go func() {
 		defer close(a.done)
-		a.sentc <- a.run(s, master, addresses)
+		tid, sender := a.run(s, master, addresses)
+		a.sentc <- sender != nil
+		if sender != nil {
+			_ = sender.CloseWhileBlocked(tid, a.renamed)
+		}
 	}()
 	return a
 }
 
-// run sends the frames and returns whether it did; it closes the socket
-// before it returns, while the rename holds rtnl if it can.
-func (a *announcement) run(s *session, master netlink.Link, addresses func() (*current.Result, error)) bool {
+// run sends the frames once the rename has started and the addresses are
+// known, and returns the renaming thread's id and the open sender, or a
+// nil sender when it sent nothing: the rename was over by then, or the
+// socket failed (closed already).
+func (a *announcement) run(s *session, master netlink.Link, addresses func() (*current.Result, error)) (int, *announce.Sender) {
 	var tid int
 	select {
 	case tid = <-a.renaming:
 	case <-a.quit:
-		return false
+		return 0, nil
 	}
 	addrs, err := addresses()
 	if err != nil {
-		return false
+		return 0, nil
 	}
 	ips := make([]net.IP, 0, len(addrs.IPs))
 	for _, ip := range addrs.IPs {
 		ips = append(ips, ip.Address.IP)
 	}
 	if len(ips) == 0 || isClosed(a.renamed) {
-		return false
+		return 0, nil
 	}
 	var sender *announce.Sender
 	send := func() error {
@@ -97,7 +103,7 @@ func (a *announcement) run(s *session, master netlink.Link, addresses func() (*c
 			return err
 		}
 		if err := sender.Announce(ips); err != nil {
-			_ = sender.Close()
+			_ = sender.CloseWhileBlocked(tid, a.renamed)
 			return err
 		}
 		return nil
@@ -108,10 +114,9 @@ func (a *announcement) run(s *session, master netlink.Link, addresses func() (*c
 		err = send()
 	}
 	if err != nil {
-		return false
+		return 0, nil
 	}
-	_ = sender.CloseWhileBlocked(tid, a.renamed)
-	return true
+	return tid, sender
 }
 
 // renameStarted hands the goroutine the id of the thread about to rename

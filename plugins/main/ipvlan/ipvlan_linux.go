@@ -184,10 +184,10 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 
 	// The result needs the lease and the link's MAC, not its final name:
 	// build and encode it while the kernel renames the link (the rename
-	// waits for an RCU grace period). The sysctls' thread enters the
-	// container's namespace meanwhile.
-	// The announcement goes out of the master, its socket closed while
-	// the rename holds rtnl (see announcement).
+	// waits for an RCU grace period). Meanwhile the sysctls' thread enters
+	// the container's namespace, and the announcement goes out of the
+	// master, its socket closed while the rename holds rtnl (see
+	// announcement).
 	result := s.startResult(link.Attrs().HardwareAddr, addresses)
 	setSysctls, abandonSysctls := s.startSysctls()
 	undo = append(undo, abandonSysctls)
