@@ -3,8 +3,9 @@
 // machine lacks (ipvlan above all) run against a real kernel.
 //
 // The kernel and its modules come from Debian's kernel package, the one
-// linux-image-amd64 depends on when the runner starts; they are unpacked
-// once into a cache directory and reused. The guest's root file system is an
+// linux-image-amd64 (or Config.KernelPackage, linux-image-cloud-amd64 say)
+// depends on when the runner starts; they are unpacked once into a cache
+// directory and reused. The guest's root file system is an
 // initramfs written by this package: the guest init (package vminit),
 // busybox, Debian's ip and nft with their libraries, the kernel modules the
 // tests need (loaded in dependency order), the project's plugin binaries in
