@@ -624,6 +624,12 @@ type segmentPeer struct {
 // ip link add veth0 type veth peer name peer0 netns peer.
 func (f *netFixture) addPeer(cidr string) (netlink.Link, *segmentPeer) {
 	f.t.Helper()
+	return f.addPeerAt(f.hostH, cidr)
+}
+
+// addPeerAt is addPeer with veth0 in the namespace of h.
+func (f *netFixture) addPeerAt(h *netlink.Handle, cidr string) (netlink.Link, *segmentPeer) {
+	f.t.Helper()
 	pns := testenv.NewNS(f.t)
 	p := &segmentPeer{ns: pns, h: testenv.Handle(f.t, pns)}
 	veth := &netlink.Veth{
@@ -631,14 +637,14 @@ func (f *netFixture) addPeer(cidr string) (netlink.Link, *segmentPeer) {
 		PeerName:      "peer0",
 		PeerNamespace: netlink.NsFd(int(pns.Fd())),
 	}
-	if err := f.hostH.LinkAdd(veth); err != nil {
+	if err := h.LinkAdd(veth); err != nil {
 		f.t.Fatalf("ip link add veth0 type veth peer name peer0: %v", err)
 	}
-	master, err := f.hostH.LinkByName("veth0")
+	master, err := h.LinkByName("veth0")
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	if err := f.hostH.LinkSetUp(master); err != nil {
+	if err := h.LinkSetUp(master); err != nil {
 		f.t.Fatal(err)
 	}
 	if p.link, err = p.h.LinkByName("peer0"); err != nil {

@@ -646,6 +646,7 @@ func TestIntegrationStaleNeighbour(t *testing.T) {
 		ip          string // the container's
 		sibling     string // a sibling's address, "" for none
 		sysctl      []string
+		inContainer bool   // linkInContainer: the master in the container's namespace
 		source      string // of the addresses: "prevResult", "host-local" in process, or "slow" (exec'd, 300 ms)
 		wantSysctl  string // "" for either way
 		wantSibling bool   // the sibling receives the announcement
@@ -656,6 +657,8 @@ func TestIntegrationStaleNeighbour(t *testing.T) {
 			sysctl: []string{"ipv4", "arp_notify"}, source: "slow", wantSysctl: "1", wantSibling: true},
 		{name: "IPv4 with host-local either way", peer: "10.50.0.1/24", subnet: "10.50.0.0/24", ip: "10.50.0.6", sibling: "10.50.0.5",
 			sysctl: []string{"ipv4", "arp_notify"}, source: "host-local"},
+		{name: "IPv4 out of the master in the container's namespace", peer: "10.50.0.1/24", subnet: "10.50.0.0/24", ip: "10.50.0.6",
+			sysctl: []string{"ipv4", "arp_notify"}, inContainer: true, source: "prevResult", wantSysctl: "0"},
 		{name: "IPv6 out of the master", peer: "fd00:50::1/64", subnet: "fd00:50::/64", ip: "fd00:50::6",
 			sysctl: []string{"ipv6", "ndisc_notify"}, source: "prevResult", wantSysctl: "0"},
 		{name: "IPv6 by the kernel after a slow IPAM", peer: "fd00:50::1/64", subnet: "fd00:50::/64", ip: "fd00:50::6",
@@ -664,7 +667,11 @@ func TestIntegrationStaleNeighbour(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newNetFixture(t)
+			c := f.newContainer("stale-neigh")
 			master, p := f.addPeer(tc.peer)
+			if tc.inContainer {
+				master, p = f.addPeerAt(c.h, tc.peer)
+			}
 			fields := func(ip string) map[string]any {
 				return map[string]any{"master": "veth0", "ipam": hostLocalIPAM(f.dataDir, singleIPRange(tc.subnet, ip))}
 			}
@@ -719,8 +726,10 @@ func TestIntegrationStaleNeighbour(t *testing.T) {
 				f.cni = libcni.NewCNIConfigWithCacheDir([]string{slowHostLocalDir(t, "0.3")}, t.TempDir(), nil)
 				conf["ipamExec"] = true
 			}
+			if tc.inContainer {
+				conf["linkInContainer"] = true
+			}
 			l := f.list("1.1.0", f.plugin(conf))
-			c := f.newContainer("stale-neigh")
 			f.mustAdd(l, c.rt())
 
 			want := master.Attrs().HardwareAddr.String()
