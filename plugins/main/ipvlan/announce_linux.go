@@ -40,12 +40,11 @@ type announcement struct {
 	renaming chan int      // the renaming thread's id, sent as the rename starts
 	renamed  chan struct{} // closed when the rename has returned
 	quit     chan struct{} // closed when ADD gives up before the rename
-	sentc    chan bool     // whether the frames went out of the master, sent before the close
+	decided  chan struct{} // closed once sent is set, before the close
 	done     chan struct{} // closed when the socket is closed
+	sent     bool          // whether the frames went out of the master
 
 	quitOnce sync.Once
-	sentOnce sync.Once
-	sent     bool
 }
 
 // startAnnouncement starts the announcement's goroutine; it waits for the
@@ -55,18 +54,19 @@ func (s *session) startAnnouncement(master netlink.Link, addresses func() (*curr
 		renaming: make(chan int, 1),
 		renamed:  make(chan struct{}),
 		quit:     make(chan struct{}),
-		sentc:    make(chan bool, 1),
+		decided:  make(chan struct{}),
 		done:     make(chan struct{}),
 	}
 	if s.conf.Mode != ModeL2 {
-		a.sentc <- false
+		close(a.decided)
 		close(a.done)
 		return a
 	}
 	go func() {
 		defer close(a.done)
 		tid, sender := a.run(s, master, addresses)
-		a.sentc <- sender != nil
+		a.sent = sender != nil
+		close(a.decided)
 		if sender != nil {
 			_ = sender.CloseWhileBlocked(tid, a.renamed)
 		}
@@ -129,7 +129,7 @@ func (a *announcement) renameDone() { close(a.renamed) }
 // sentByMaster waits for the goroutine's decision: true when the frames
 // went out of the master, false when the kernel is to announce.
 func (a *announcement) sentByMaster() bool {
-	a.sentOnce.Do(func() { a.sent = <-a.sentc })
+	<-a.decided
 	return a.sent
 }
 
