@@ -331,7 +331,7 @@ func (f *netFixture) leaseOwner(ip string) string {
 
 // requireNothingLeft checks what a failed ADD or a DEL must leave: no link
 // in the container netns but lo and keep, no ipvlan link in the host netns
-// (a temporary one), no lease.
+// (where a link would be if its move failed), no lease.
 func (f *netFixture) requireNothingLeft(c *testContainer, keep ...string) {
 	f.t.Helper()
 	if got := linkNamesWhere(f.t, c.h, func(l netlink.Link) bool {

@@ -7,14 +7,11 @@ import (
 	"runtime"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
 )
 
 func unsupported(*skel.CmdArgs) error {
 	return fmt.Errorf("ipvlan is not supported on %s", runtime.GOOS)
 }
-
-func runDel(skelMain func() *types.Error, exit func(*types.Error)) { exit(skelMain()) }
 
 var (
 	cmdAdd    = unsupported
@@ -23,3 +20,9 @@ var (
 	cmdStatus = unsupported
 	cmdGC     = unsupported
 )
+
+type linkDeletion struct{}
+
+func startLinkDeletion(string, string) *linkDeletion { return &linkDeletion{} }
+func (*linkDeletion) wait() error                    { return nil }
+func del(args *skel.CmdArgs, _ *linkDeletion) error  { return unsupported(args) }

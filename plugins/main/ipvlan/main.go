@@ -24,19 +24,19 @@ func main() {
 			exit(err)
 		}
 	}
-	skelMain := func() *types.Error {
-		return skel.PluginMainFuncsWithError(skel.CNIFuncs{
-			Add:    cmdAdd,
-			Del:    cmdDel,
-			Check:  cmdCheck,
-			Status: cmdStatus,
-			GC:     cmdGC,
-		}, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "ipvlan CNI plugin")
-	}
+	funcs := skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC}
+	var deletion *linkDeletion
 	if cmd == "DEL" {
-		runDel(skelMain, exit) // the link's deletion starts at once, beside skel
+		// The link's deletion starts at once, before skel reads stdin.
+		d := startLinkDeletion(os.Getenv("CNI_NETNS"), os.Getenv("CNI_IFNAME"))
+		funcs.Del = func(args *skel.CmdArgs) error { return del(args, d) }
+		deletion = d
 	}
-	exit(skelMain())
+	err := skel.PluginMainFuncsWithError(funcs, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "ipvlan CNI plugin")
+	if deletion != nil {
+		_ = deletion.wait() // when skel refused the DEL, the link still goes, whole
+	}
+	exit(err)
 }
 
 // exit ends the plugin: status 0, or the error printed and status 1.

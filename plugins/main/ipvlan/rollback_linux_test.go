@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -21,11 +22,11 @@ import (
 )
 
 // TestAddRollback makes ADD fail right after each of its steps and shows
-// that nothing remains: no link (temporary or final) in the container and
-// no lease in host-local's store.
+// that nothing remains: no link in the container and no lease in
+// host-local's store.
 func TestAddRollback(t *testing.T) {
 	testenv.RequireKernel(t)
-	steps := []addStep{stepCreate, stepRename, stepIPAM, stepSysctl, stepAddress, stepUp, stepRoute}
+	steps := []addStep{stepCreate, stepIPAM, stepSettings, stepAddress, stepUp, stepRoute}
 	for _, step := range steps {
 		t.Run(string(step), func(t *testing.T) {
 			env := newAddEnv(t)
@@ -70,6 +71,80 @@ func TestAddRollback(t *testing.T) {
 		}
 		env.assertClean(t)
 	})
+}
+
+// TestAddKeepsLeasesItDidNotTake makes ADD fail while the attachment, or
+// its container, already holds a lease: the lease stays, and the error is
+// the first cause, with its code. A failed ADD releases only what it
+// leased itself.
+func TestAddKeepsLeasesItDidNotTake(t *testing.T) {
+	testenv.RequireKernel(t)
+	tests := []struct {
+		name   string
+		ifName string // of the failing ADD
+		lease  string // the lease file's content, in the reference format
+		setup  func(t *testing.T, e *addEnv)
+		code   uint
+		want   string
+	}{
+		// host-local answers 101: the attachment holds 10.9.0.50 already.
+		{name: "attachment holds a lease", ifName: "eth0", lease: "%s\r\neth0", code: 101, want: "already holds"},
+		// A legacy lease names the container only: host-local counts it as
+		// eth1's too and answers 101; a DEL of eth1 would release it.
+		{name: "container holds a legacy lease", ifName: "eth1", lease: "%s", code: 101, want: "already holds"},
+		// The link cannot be made: a master that carries macvlan.
+		{name: "master cannot carry ipvlan", ifName: "eth0", lease: "%s\r\neth0", code: types.ErrInvalidNetworkConfig, want: "macvlan",
+			setup: func(t *testing.T, e *addEnv) {
+				err := e.hostNS.Do(func(ns.NetNS) error {
+					m, err := netlink.LinkByName("master0")
+					if err != nil {
+						return err
+					}
+					return netlink.LinkAdd(&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: "mv0", ParentIndex: m.Attrs().Index}, Mode: netlink.MACVLAN_MODE_BRIDGE})
+				})
+				if err != nil {
+					t.Fatalf("ip link add link master0 name mv0 type macvlan: %v", err)
+				}
+			}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newAddEnv(t)
+			if tc.setup != nil {
+				tc.setup(t, e)
+			}
+			dir := filepath.Join(e.dataDir, "rollback")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			lease := filepath.Join(dir, "10.9.0.50")
+			content := fmt.Sprintf(tc.lease, e.args.ContainerID)
+			if err := os.WriteFile(lease, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			e.args.IfName = tc.ifName
+			t.Setenv("CNI_IFNAME", tc.ifName)
+
+			_, _, err := e.add(nil)
+			assertCNIError(t, err, tc.code, tc.want)
+			got, rerr := os.ReadFile(lease)
+			if rerr != nil || string(got) != content {
+				t.Errorf("lease 10.9.0.50 after the failed ADD: %q, %v; want %q kept", got, rerr, content)
+			}
+			if leases := e.leases(t); len(leases) != 1 {
+				t.Errorf("leases after the failed ADD = %v, want only 10.9.0.50", leases)
+			}
+			links, err := e.cont.LinkList()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range links {
+				if l.Attrs().Name != "lo" {
+					t.Errorf("link %s (%s) left in the container", l.Attrs().Name, l.Type())
+				}
+			}
+		})
+	}
 }
 
 type addEnv struct {
