@@ -5,13 +5,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -22,7 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/ipvlan-cni/ipvlan-cni/pkg/announce"
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/devconf"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/hostlocal"
 )
 
@@ -40,11 +38,8 @@ const (
 	stepSetns       = "setns_round_trip"
 	stepLookup      = "link_lookup"
 	stepLinkAdd     = "link_add_ipvlan"
-	stepRename      = "link_rename"
-	stepSysctlDirs  = "sysctl_dirs"
+	stepARPNotify   = "arp_notify"
 	stepSysctl      = "sysctls"
-	stepAnnounce    = "announce_send"
-	stepAnnounceEnd = "announce_close"
 	stepAddrAdd     = "addr_add"
 	stepLinkUp      = "link_up"
 	stepRouteAdd    = "route_add"
@@ -85,17 +80,11 @@ func stepWhat(key string) string {
 	case stepLookup:
 		return "ip link show <name> (LinkByName)"
 	case stepLinkAdd:
-		return "ip link add ... type ipvlan netns <c>"
-	case stepRename:
-		return "ip link set <tmp> name eth0"
-	case stepSysctlDirs:
-		return "look up /proc/sys/net/ipv4, ipv6 (ns.Do)"
+		return "ip link add ... name eth0 netns <c>"
+	case stepARPNotify:
+		return "arp_notify=1 by netlink (devconf)"
 	case stepSysctl:
 		return "sysctl disable_ipv6 written"
-	case stepAnnounce:
-		return "gratuitous ARP out of the master (open, send)"
-	case stepAnnounceEnd:
-		return "its socket closed during the rename"
 	case stepAddrAdd:
 		return "ip addr add <ip>/16 dev eth0"
 	case stepLinkUp:
@@ -195,7 +184,7 @@ func profile(ctx context.Context, ours, ref *impl, containers []ns.NetNS, floor,
 	if err != nil {
 		return nil, err
 	}
-	for _, key := range []string{stepNSOpen, stepHandle, stepSetns, stepLookup, stepLinkAdd, stepAnnounce, stepRename, stepAnnounceEnd, stepSysctlDirs, stepSysctl,
+	for _, key := range []string{stepNSOpen, stepHandle, stepSetns, stepLookup, stepLinkAdd, stepARPNotify, stepSysctl,
 		stepAddrAdd, stepLinkUp, stepRouteAdd, stepAddrDump, stepRouteDump, stepLinkDel} {
 		add(key, kernel[key], nil)
 	}
@@ -230,22 +219,19 @@ func (p *Profile) addKernel(e *env, containers []ns.NetNS, set func(*Step, Dist)
 // addBreakdowns rebuilds ours' ADD, CHECK and DEL from the steps each
 // performs, beside idle, their latency through libcni with no other
 // container attached. The recipes follow plugins/main/ipvlan as it is:
-// host-local runs in the plugin's process, and concurrently with the link
-// work (branches "link" and "lease"); the announcement follows the lease,
-// its socket closed during the rename; and ADD's sysctl thread looks its
-// directories up beside the rename (branch "sysctl"). Update them when the
-// plugin changes.
+// host-local runs in the plugin's process; ADD's steps run one after the
+// other; CHECK and DEL ask IPAM while the link is read or deleted
+// (branches "link" and "lease"). Update them when the plugin changes.
 func (p *Profile) addBreakdowns(idle Verbs) {
 	seq := func(key string, count int) Part { return Part{Key: key, Count: count} }
 	link := func(key string, count int) Part { return Part{Key: key, Count: count, Branch: "link"} }
 	lease := func(key string) Part { return Part{Key: key, Count: 1, Branch: "lease"} }
 	p.Breakdowns = []Breakdown{
 		p.breakdown("ADD", idle.Add.P50, stepAloneAdd, []Part{
-			seq(stepIPVLANStart, 1), seq(stepNSOpen, 1), seq(stepHandle, 2), seq(stepLookup, 2), // master, CNI_IFNAME free
-			link(stepLinkAdd, 1), link(stepLookup, 1), link(stepRename, 1),
-			lease(stepInProcAdd), lease(stepAnnounce), lease(stepAnnounceEnd),
-			Part{Key: stepSysctlDirs, Count: 1, Branch: "sysctl"}, // beside the rename
-			seq(stepSysctl, 1), seq(stepAddrAdd, 1), seq(stepLinkUp, 1), seq(stepRouteAdd, 1),
+			seq(stepIPVLANStart, 1), seq(stepNSOpen, 1), seq(stepHandle, 2), seq(stepLookup, 1), // the master
+			seq(stepLinkAdd, 1), seq(stepLookup, 1), seq(stepInProcAdd, 1),
+			seq(stepSetns, 1), seq(stepARPNotify, 1), seq(stepSysctl, 1),
+			seq(stepAddrAdd, 1), seq(stepLinkUp, 1), seq(stepRouteAdd, 1),
 		}),
 		p.breakdown("CHECK", idle.Check.P50, stepAloneCheck, []Part{
 			seq(stepIPVLANStart, 1),
@@ -544,59 +530,25 @@ func profileLink(e *env, n ns.NetNS, h *netlink.Handle, timed func(string, func(
 	if err := timed(stepLookup, func() (err error) { master, err = e.hostH.LinkByName(masterName); return err }); err != nil {
 		return err
 	}
-	tmp := fmt.Sprintf("ipvlp%05d", i)
 	iv := &netlink.IPVlan{
-		LinkAttrs: netlink.LinkAttrs{Name: tmp, ParentIndex: master.Attrs().Index, Namespace: netlink.NsFd(int(n.Fd()))},
+		LinkAttrs: netlink.LinkAttrs{Name: "eth0", ParentIndex: master.Attrs().Index, Namespace: netlink.NsFd(int(n.Fd()))},
 		Mode:      netlink.IPVLAN_MODE_L2,
 		Flag:      netlink.IPVLAN_FLAG_BRIDGE,
 	}
 	if err := timed(stepLinkAdd, func() error { return e.hostH.LinkAdd(iv) }); err != nil {
 		return err
 	}
-	link, err := h.LinkByName(tmp)
+	link, err := h.LinkByName("eth0")
 	if err != nil {
-		return fmt.Errorf("profile: look up %s: %w", tmp, err)
+		return fmt.Errorf("profile: look up eth0: %w", err)
 	}
 	ip := net.IPv4(10, 128, 250+byte(i/250), byte(2+i%250))
-	var sender *announce.Sender
 	steps := []struct {
 		key string
 		in  ns.NetNS // timed inside this namespace, the switch excluded; nil: where the bench runs
 		f   func() error
 	}{
-		// The plugin looks the directories up on a thread of its own while
-		// the kernel renames the link, then writes from that thread.
-		{stepSysctlDirs, nil, func() error {
-			return n.Do(func(ns.NetNS) error {
-				for _, dir := range []string{"/proc/sys/net/ipv4/conf", "/proc/sys/net/ipv6/conf"} {
-					if err := unix.Access(dir, unix.F_OK); err != nil {
-						return fmt.Errorf("%s: %w", dir, err)
-					}
-				}
-				return nil
-			})
-		}},
-		{stepAnnounce, e.host, func() (err error) {
-			if sender, err = announce.Open(master); err != nil {
-				return err
-			}
-			return sender.Announce([]net.IP{ip})
-		}},
-		// The plugin closes the announcement's socket while the kernel
-		// renames the link: the close is timed on a thread of its own.
-		{stepRename, nil, func() error {
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-			renamed := make(chan struct{})
-			closed := make(chan error, 1)
-			go func(tid int) {
-				closed <- timed(stepAnnounceEnd, func() error { return sender.CloseWhileBlocked(tid, renamed) })
-			}(unix.Gettid())
-			err := h.LinkSetName(link, "eth0")
-			close(renamed)
-			link.Attrs().Name = "eth0"
-			return errors.Join(err, <-closed)
-		}},
+		{stepARPNotify, n, func() error { return devconf.SetIPv4(link.Attrs().Index, devconf.ARPNotify, 1) }},
 		{stepSysctl, n, func() error {
 			return os.WriteFile("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", []byte("1"), 0o644)
 		}},

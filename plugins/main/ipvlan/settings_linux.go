@@ -12,8 +12,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
-	"golang.org/x/sys/unix"
+
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/devconf"
 )
 
 // settings are the interface's per-device kernel settings that ADD makes
@@ -57,12 +57,10 @@ func families(r *current.Result) (v4, v6 bool) {
 // namespace (what /proc/sys shows depends on the namespace of the thread
 // that opens it).
 //
-// arp_notify goes by netlink (RTM_SETLINK with the IPv4 device
-// configuration, as `ip` cannot say it), not through /proc/sys: the first
-// lookup of /proc/sys/net/ipv4 in a new namespace compares the entry of
-// every other namespace that has looked it up, one by one, which costs
-// milliseconds on a host with thousands of containers. The kernel has no
-// netlink form of IPv6's per-device settings: those are written to
+// arp_notify goes by netlink (package devconf), not through /proc/sys: the
+// first lookup of /proc/sys/net/ipv4 in a new namespace costs milliseconds
+// on a host with thousands of containers. The kernel has no netlink form of
+// IPv6's per-device settings: those are written to
 // /proc/sys/net/ipv6/conf/<if>/.
 func (s *session) applySettings(link netlink.Link, p settings) error {
 	if p == (settings{}) {
@@ -70,7 +68,7 @@ func (s *session) applySettings(link netlink.Link, p settings) error {
 	}
 	return s.netns.Do(func(ns.NetNS) error {
 		if p.arpNotify {
-			if err := setIPv4DevConf(link.Attrs().Index, ipv4DevConfARPNotify, 1); err != nil {
+			if err := devconf.SetIPv4(link.Attrs().Index, devconf.ARPNotify, 1); err != nil {
 				return fmt.Errorf("set arp_notify on %s: %w", s.args.IfName, err)
 			}
 		}
@@ -90,27 +88,6 @@ func (s *session) applySettings(link netlink.Link, p settings) error {
 		}
 		return nil
 	})
-}
-
-// ipv4DevConfARPNotify is IPV4_DEVCONF_ARP_NOTIFY of the kernel's
-// include/uapi/linux/ip.h, the attribute type of arp_notify in
-// IFLA_INET_CONF.
-const ipv4DevConfARPNotify = 22
-
-// setIPv4DevConf sets one IPv4 device setting of the link with index in
-// the current namespace: RTM_SETLINK with
-// IFLA_AF_SPEC { AF_INET { IFLA_INET_CONF { key: value } } }.
-func setIPv4DevConf(index, key int, value uint32) error {
-	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
-	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Index = int32(index)
-	req.AddData(msg)
-	spec := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
-	conf := spec.AddRtAttr(unix.AF_INET, nil).AddRtAttr(unix.IFLA_INET_CONF, nil)
-	conf.AddRtAttr(key, nl.Uint32Attr(value))
-	req.AddData(spec)
-	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
-	return err
 }
 
 func writeSysctl(path, value string) error {
