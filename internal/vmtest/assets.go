@@ -21,6 +21,7 @@ var hostPackages = []struct{ pkg, file string }{
 	{"busybox-static", "/bin/busybox"},
 	{"iproute2", "/usr/sbin/ip"},
 	{"nftables", "/usr/sbin/nft"},
+	{"xz-utils", "/usr/bin/xz"}, // 6.12's modules are .ko.xz
 }
 
 // DefaultKernel is the Debian package whose dependency names the kernel to

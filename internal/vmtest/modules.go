@@ -7,14 +7,50 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 )
 
 // moduleName is the kernel's name for a module file: the base name without
-// ".ko", with dashes as underscores.
+// ".ko" (or ".ko.xz"), with dashes as underscores.
 func moduleName(file string) string {
-	return strings.ReplaceAll(strings.TrimSuffix(filepath.Base(file), ".ko"), "-", "_")
+	base := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(file), ".xz"), ".ko")
+	return strings.ReplaceAll(base, "-", "_")
+}
+
+// isModule reports whether p names a module file: bookworm's 6.1 kernels
+// ship .ko files, its 6.12 kernels .ko.xz.
+func isModule(p string) bool { return strings.HasSuffix(p, ".ko") || strings.HasSuffix(p, ".ko.xz") }
+
+// uncompressed returns the .ko file of module file, unpacking a .ko.xz
+// beside it (in the kernel's cache directory) with xz the first time.
+func uncompressed(file string) (string, error) {
+	ko, ok := strings.CutSuffix(file, ".xz")
+	if !ok {
+		return file, nil
+	}
+	if _, err := os.Stat(ko); err == nil {
+		return ko, nil
+	}
+	tmp := ko + ".tmp"
+	out, err := os.Create(tmp)
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command("xz", "-dc", file)
+	cmd.Stdout = out
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("xz -dc %s: %w: %s", file, err, strings.TrimSpace(stderr.String()))
+	}
+	return ko, os.Rename(tmp, ko)
 }
 
 // builtin marks, in a module index, a module compiled into the kernel: it
@@ -38,8 +74,10 @@ func indexModules(dir string) (map[string]string, error) {
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() && strings.HasSuffix(p, ".ko") {
-			index[moduleName(p)] = p
+		if !d.IsDir() && isModule(p) {
+			if _, seen := index[moduleName(p)]; !seen || strings.HasSuffix(p, ".ko") {
+				index[moduleName(p)] = p // an unpacked .ko over its .ko.xz
+			}
 		}
 		return nil
 	})
@@ -97,6 +135,10 @@ func loadOrder(index map[string]string, wanted []string) ([]string, error) {
 			return nil
 		}
 		state[name] = 1
+		file, err := uncompressed(file)
+		if err != nil {
+			return err
+		}
 		deps, err := moduleDeps(file)
 		if err != nil {
 			return err

@@ -2,6 +2,7 @@ package vmtest
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -10,6 +11,7 @@ func TestModuleName(t *testing.T) {
 	for in, want := range map[string]string{
 		"/lib/modules/x/kernel/net/8021q/8021q.ko": "8021q",
 		"crc32c-intel.ko":                          "crc32c_intel",
+		"kernel/drivers/net/ipvlan/ipvlan.ko.xz":   "ipvlan",
 		"nf_tables":                                "nf_tables",
 	} {
 		if got := moduleName(in); got != want {
@@ -41,5 +43,32 @@ func TestLoadOrderBuiltinModule(t *testing.T) {
 	}
 	if _, err := loadOrder(index, []string{"ipvlan"}); err == nil {
 		t.Error("loadOrder(ipvlan) succeeded with ipvlan neither a file nor built in")
+	}
+}
+
+// A .ko.xz (6.12's modules) is unpacked beside itself once, and the .ko is
+// what the index gives afterwards.
+func TestUncompressedModule(t *testing.T) {
+	dir := t.TempDir()
+	ko := filepath.Join(dir, "m.ko")
+	if err := os.WriteFile(ko, []byte("module bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("xz", ko).CombinedOutput(); err != nil { // leaves m.ko.xz only
+		t.Fatalf("xz: %v: %s", err, out)
+	}
+	index, err := indexModules(dir)
+	if err != nil || index["m"] != ko+".xz" {
+		t.Fatalf("index = %v, %v; want m at %s.xz", index, err, ko)
+	}
+	got, err := uncompressed(ko + ".xz")
+	if err != nil || got != ko {
+		t.Fatalf("uncompressed = %q, %v; want %q", got, err, ko)
+	}
+	if b, err := os.ReadFile(ko); err != nil || string(b) != "module bytes" {
+		t.Errorf("unpacked module = %q, %v; want the original bytes", b, err)
+	}
+	if index, _ := indexModules(dir); index["m"] != ko {
+		t.Errorf("index after unpacking = %v, want m at %s", index, ko)
 	}
 }
