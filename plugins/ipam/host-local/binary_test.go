@@ -29,7 +29,14 @@ func TestMain(m *testing.M) {
 	os.Exit(runTests(m))
 }
 
+// binDirEnv passes binDir to a test binary run again by a test, which then
+// does not build the plugin a second time.
+const binDirEnv = "HOSTLOCAL_TEST_BIN_DIR"
+
 func runTests(m *testing.M) int {
+	if binDir = os.Getenv(binDirEnv); binDir != "" {
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "host-local-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

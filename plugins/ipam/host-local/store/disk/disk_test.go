@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"context"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -30,7 +31,7 @@ func owner(id string) store.Attachment { return store.NewAttachment(id, "eth0") 
 
 func newStore(t testing.TB) *Store {
 	t.Helper()
-	s, err := New(t.TempDir(), "net")
+	s, err := New(t.TempDir(), "net", t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func newStore(t testing.TB) *Store {
 // locked runs fn holding the lock.
 func locked(t testing.TB, s *Store, fn func()) {
 	t.Helper()
-	if err := s.Lock(); err != nil {
+	if err := s.Lock(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	fn()
@@ -142,7 +143,7 @@ func TestUnlockedUseFails(t *testing.T) {
 
 func TestNewRejectsBadNetworkNames(t *testing.T) {
 	for _, name := range []string{"", ".", "..", "a/b", `a\b`} {
-		if _, err := New(t.TempDir(), name); err == nil {
+		if _, err := New(t.TempDir(), name, nil); err == nil {
 			t.Errorf("New(%q) succeeded", name)
 		}
 	}
@@ -236,7 +237,7 @@ func TestIndexRebuild(t *testing.T) {
 			s := newStore(t)
 			reserve(t, s, owner("a"), "10.0.0.2", "0")
 			reserve(t, s, owner("b"), "10.0.0.3", "0")
-			tt.damage(t, s.Dir())
+			tt.damage(t, s.dir)
 			locked(t, s, func() {
 				for id, want := range tt.want {
 					got, err := s.Lookup(owner(id))
@@ -262,7 +263,7 @@ func TestStaleWithinOneClockTick(t *testing.T) {
 	var ours time.Time // the mtime of our last change, before the stamp
 	s.step = func(point string) {
 		if point == "stamp:start" {
-			fi, err := os.Stat(s.Dir())
+			fi, err := os.Stat(s.dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -273,8 +274,8 @@ func TestStaleWithinOneClockTick(t *testing.T) {
 		a := netip.AddrFrom4([4]byte{10, 0, 0, byte(2 + 2*i)})
 		reserve(t, s, owner("ours"), a.String(), "0")
 		theirs := a.Next()
-		writeReferenceLease(t, s.Dir(), theirs.String(), "theirs\r\neth0")
-		if err := os.Chtimes(s.Dir(), time.Time{}, ours); err != nil {
+		writeReferenceLease(t, s.dir, theirs.String(), "theirs\r\neth0")
+		if err := os.Chtimes(s.dir, time.Time{}, ours); err != nil {
 			t.Fatal(err)
 		}
 		locked(t, s, func() {
@@ -308,12 +309,27 @@ func checkConsistent(t testing.TB, s *Store) {
 			}
 		}
 	})
-	for _, n := range []string{indexNew, indexOld} {
-		if _, err := os.Stat(filepath.Join(s.Dir(), n)); err == nil {
-			t.Errorf("%s left behind", n)
+	// And the index holds no entry of an owner without a lease.
+	owners := map[string]bool{stampName: true}
+	locked(t, s, func() {
+		leases, err := s.Leases()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range leases {
+			owners[entryName(l.Owner)] = true
+		}
+	})
+	names, err := listNames(filepath.Join(s.dir, indexDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if !owners[n] {
+			t.Errorf("index entry %s left without a lease", n)
 		}
 	}
-	for _, d := range []string{s.Dir(), filepath.Join(s.Dir(), indexDir)} {
+	for _, d := range []string{s.dir, filepath.Join(s.dir, indexDir)} {
 		names, _ := filepath.Glob(filepath.Join(d, tmpPrefix+"*"))
 		if len(names) > 0 {
 			t.Errorf("temp files left: %v", names)
@@ -327,7 +343,7 @@ func TestReserveUndoesOnFailure(t *testing.T) {
 	s := newStore(t)
 	reserve(t, s, owner("a"), "10.0.0.2", "0")
 	// A directory where the last-reserved record goes: replacing it fails.
-	if err := os.Mkdir(filepath.Join(s.Dir(), lastReservedPrefix+"1"), 0o755); err != nil {
+	if err := os.Mkdir(filepath.Join(s.dir, lastReservedPrefix+"1"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	locked(t, s, func() {
@@ -349,7 +365,7 @@ func TestReserveUndoesOnFailure(t *testing.T) {
 			t.Errorf("index entry after failed Reserve (-want +got):\n%s", diff)
 		}
 	})
-	if _, err := os.Stat(filepath.Join(s.Dir(), "10.0.0.3")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(s.dir, "10.0.0.3")); !os.IsNotExist(err) {
 		t.Errorf("lease file of the failed reservation exists: %v", err)
 	}
 	checkConsistent(t, s)

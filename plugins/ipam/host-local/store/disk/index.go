@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -21,23 +20,14 @@ import (
 
 const (
 	indexDir    = ".index"
-	indexNew    = ".index.new"
-	indexOld    = ".index.old"
 	stampName   = "stamp"
-	entryHeader = "# host-local index entry v1\n"
-	stampHeader = "# host-local index stamp v1\n"
+	entryHeader = "# host-local index entry v2\n"
+	stampHeader = "# host-local index stamp v2\n"
 	// maxEntryName bounds readable entry names; longer ones are hashed.
 	maxEntryName = 200
 )
 
 var errCorruptEntry = errors.New("corrupt index entry")
-
-// entry is the JSON body of an index entry file.
-type entry struct {
-	ContainerID string       `json:"containerID"`
-	IfName      string       `json:"ifname"`
-	IPs         []netip.Addr `json:"ips"`
-}
 
 // escape keeps [A-Za-z0-9_-] and non-leading dots and percent-encodes the
 // rest, so the result is a file name that cannot contain '+' or '/'.
@@ -70,36 +60,88 @@ func (s *Store) entryPath(o store.Attachment) string {
 	return filepath.Join(s.dir, indexDir, entryName(o))
 }
 
-func encodeEntry(o store.Attachment, ips []netip.Addr) ([]byte, error) {
-	body, err := json.Marshal(entry{ContainerID: o.ContainerID, IfName: o.IfName, IPs: ips})
-	if err != nil {
-		return nil, fmt.Errorf("encode index entry: %w", err)
+// encodeEntry writes an entry as text: the header, then
+//
+//	owner "<containerID>" "<ifname>"
+//	ips <ip> <ip> ...
+//
+// The owner is Go-quoted, which keeps every byte: an interface name that is
+// not valid UTF-8 comes back exactly as it was.
+func encodeEntry(o store.Attachment, ips []netip.Addr) []byte {
+	b := []byte(entryHeader + "owner ")
+	b = strconv.AppendQuote(b, o.ContainerID)
+	b = append(b, ' ')
+	b = strconv.AppendQuote(b, o.IfName)
+	b = append(b, "\nips"...)
+	for _, ip := range ips {
+		b = append(b, ' ')
+		b = ip.AppendTo(b)
 	}
-	return append(append([]byte(entryHeader), body...), '\n'), nil
+	return append(b, '\n')
+}
+
+// decodeEntry parses what encodeEntry wrote.
+func decodeEntry(data []byte) (store.Attachment, []netip.Addr, error) {
+	body, ok := strings.CutPrefix(string(data), entryHeader)
+	if !ok {
+		return store.Attachment{}, nil, errors.New("bad header")
+	}
+	ownerLine, ipsLine, ok := strings.Cut(body, "\n")
+	if !ok {
+		return store.Attachment{}, nil, errors.New("no addresses line")
+	}
+	quoted, ok := strings.CutPrefix(ownerLine, "owner ")
+	if !ok {
+		return store.Attachment{}, nil, errors.New("no owner line")
+	}
+	id, err := strconv.QuotedPrefix(quoted)
+	if err != nil {
+		return store.Attachment{}, nil, fmt.Errorf("container ID: %w", err)
+	}
+	ifname, ok := strings.CutPrefix(quoted[len(id):], " ")
+	if !ok {
+		return store.Attachment{}, nil, errors.New("no interface name")
+	}
+	var o store.Attachment
+	if o.ContainerID, err = strconv.Unquote(id); err != nil {
+		return store.Attachment{}, nil, fmt.Errorf("container ID: %w", err)
+	}
+	if o.IfName, err = strconv.Unquote(ifname); err != nil {
+		return store.Attachment{}, nil, fmt.Errorf("interface name: %w", err)
+	}
+	fields, ok := strings.CutPrefix(strings.TrimSuffix(ipsLine, "\n"), "ips")
+	if !ok {
+		return store.Attachment{}, nil, errors.New("no addresses line")
+	}
+	var ips []netip.Addr
+	for _, f := range strings.Fields(fields) {
+		ip, err := netip.ParseAddr(f)
+		if err != nil {
+			return store.Attachment{}, nil, err
+		}
+		ips = append(ips, ip)
+	}
+	return o, ips, nil
 }
 
 // readEntry returns the addresses the index lists for o, unverified; none
 // when there is no entry.
 func (s *Store) readEntry(o store.Attachment) ([]netip.Addr, error) {
-	data, err := os.ReadFile(s.entryPath(o))
+	data, err := readSmall(s.entryPath(o))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read index entry: %w", err)
 	}
-	body, ok := bytes.CutPrefix(data, []byte(entryHeader))
-	if !ok {
-		return nil, fmt.Errorf("%w %s: bad header", errCorruptEntry, entryName(o))
-	}
-	var e entry
-	if err := json.Unmarshal(body, &e); err != nil {
+	got, ips, err := decodeEntry(data)
+	if err != nil {
 		return nil, fmt.Errorf("%w %s: %w", errCorruptEntry, entryName(o), err)
 	}
-	if e.ContainerID != o.ContainerID || e.IfName != o.IfName {
+	if got != o {
 		return nil, nil // another owner under the same hashed name
 	}
-	return e.IPs, nil
+	return ips, nil
 }
 
 // writeEntry replaces o's entry with ips atomically, or removes it when ips
@@ -114,14 +156,10 @@ func (s *Store) writeEntry(o store.Attachment, ips []netip.Addr) error {
 	}
 	ips = slices.Clone(ips)
 	slices.SortFunc(ips, netip.Addr.Compare)
-	data, err := encodeEntry(o, slices.Compact(ips))
-	if err != nil {
-		return err
-	}
 	// The temp file goes in the network directory: a crash that leaves
 	// it there also leaves the directory changed and unrecorded, so the
-	// next rebuild removes it.
-	return s.writeAtomic(s.dir, path, data)
+	// next reconciliation removes it.
+	return s.writeAtomic(s.dir, path, encodeEntry(o, slices.Compact(ips)))
 }
 
 // stampMatches reports whether the index stamp records the network
@@ -174,22 +212,32 @@ func (s *Store) writeStamp() error {
 	return s.writeAtomic(index, filepath.Join(index, stampName), data)
 }
 
-// rebuild recreates the index from a full scan of the lease files and
-// removes temp files left by crashes. The new index is built aside and
-// swapped in; until its stamp is written, it is rebuilt again if needed.
-func (s *Store) rebuild() error {
-	// Until the new index is installed, nothing may stamp the old one.
+// reconcile brings the index in line with the lease files: it reads every
+// lease and every entry, rewrites the entries that differ and removes those
+// of owners without a lease, and temp files left by crashes. Its writes
+// follow what changed since the index was stamped, not the size of the
+// directory.
+//
+// When a lease cannot be read, or the index cannot be written, the rest of
+// the locked section works from the leases read here and leaves the index
+// unstamped, so the next user reconciles again. That needs no free space.
+func (s *Store) reconcile() error {
 	s.fresh = false
+	// From here until the new stamp, the index must not look current,
+	// even if this is interrupted before the directory changes.
+	unstamp := os.Remove(filepath.Join(s.dir, indexDir, stampName))
+	if errors.Is(unstamp, fs.ErrNotExist) {
+		unstamp = nil
+	}
 	names, err := s.names()
 	if err != nil {
-		return err
+		return fmt.Errorf("reconcile index: %w", err)
 	}
-	owners := map[store.Attachment][]netip.Addr{}
+	s.scan = map[store.Attachment][]netip.Addr{}
+	complete := true // every name like an address was read, or is no lease
 	for _, n := range names {
 		if strings.HasPrefix(n, tmpPrefix) {
-			if err := os.Remove(filepath.Join(s.dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("remove temp file: %w", err)
-			}
+			_ = os.Remove(filepath.Join(s.dir, n)) // as good as left until next time
 			continue
 		}
 		ip, ok := leaseName(n)
@@ -198,45 +246,94 @@ func (s *Store) rebuild() error {
 		}
 		o, ok, err := s.owner(ip)
 		if err != nil {
-			return err
+			s.skip(ip, err)
+			// A file we may not read now could be read later, without
+			// the directory changing: never stamp the index over it.
+			complete = complete && errors.Is(err, errNotLease)
+			continue
 		}
 		if ok {
-			owners[o] = append(owners[o], ip)
+			s.scan[o] = append(s.scan[o], ip)
 		}
 	}
-	s.dirty = true
-	fresh := filepath.Join(s.dir, indexNew)
-	if err := os.RemoveAll(fresh); err != nil {
-		return fmt.Errorf("remove partial index: %w", err)
+	if !complete {
+		return nil
 	}
-	if err := os.Mkdir(fresh, 0o755); err != nil {
-		return fmt.Errorf("create index: %w", err)
+	if unstamp != nil {
+		return s.serveScan(fmt.Errorf("invalidate index stamp: %w", unstamp))
 	}
-	for o, ips := range owners {
-		slices.SortFunc(ips, netip.Addr.Compare)
-		data, err := encodeEntry(o, ips)
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(fresh, entryName(o)), data, 0o600); err != nil {
-			return fmt.Errorf("write index entry: %w", err)
-		}
+	if err := s.repairIndex(); err != nil {
+		return s.serveScan(err)
 	}
-	s.hit("rebuild:new-index-written")
-	live, old := filepath.Join(s.dir, indexDir), filepath.Join(s.dir, indexOld)
-	if err := os.RemoveAll(old); err != nil {
-		return fmt.Errorf("remove old index: %w", err)
-	}
-	if err := os.Rename(live, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("retire index: %w", err)
-	}
-	s.hit("rebuild:old-index-retired")
-	if err := os.Rename(fresh, live); err != nil {
-		return fmt.Errorf("install index: %w", err)
-	}
-	if err := os.RemoveAll(old); err != nil {
-		return fmt.Errorf("remove old index: %w", err)
-	}
-	s.fresh = true
+	s.scan, s.fresh, s.dirty = nil, true, true
 	return nil
+}
+
+// serveScan reports why the index is left as it is; the locked section
+// goes on from s.scan.
+func (s *Store) serveScan(err error) error {
+	s.logf("network directory %s: index not updated, serving this call from a scan of the leases: %v", s.dir, err)
+	return nil
+}
+
+// repairIndex makes the index list exactly the leases of s.scan.
+func (s *Store) repairIndex() error {
+	index := filepath.Join(s.dir, indexDir)
+	names, err := listNames(index)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.Mkdir(index, 0o755); err != nil {
+			return fmt.Errorf("create index: %w", err)
+		}
+		names, err = nil, nil
+	}
+	if err != nil {
+		return err
+	}
+	done := make(map[store.Attachment]bool, len(s.scan))
+	for _, n := range names {
+		if n == stampName {
+			continue
+		}
+		path := filepath.Join(index, n)
+		if !strings.HasPrefix(n, tmpPrefix) {
+			data, err := readSmall(path)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("read index entry: %w", err)
+			}
+			o, listed, derr := decodeEntry(data)
+			if err == nil && derr == nil && entryName(o) == n {
+				if want, ok := s.scan[o]; ok && !done[o] {
+					done[o] = true
+					if !slices.Equal(sortedAddrs(want), listed) {
+						if err := s.writeEntry(o, want); err != nil {
+							return err
+						}
+						s.hit("reconcile:entry-written")
+					}
+					continue
+				}
+			}
+		}
+		// A temp file, a corrupt entry, or the entry of an owner
+		// without a lease.
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove index entry: %w", err)
+		}
+		s.hit("reconcile:entry-removed")
+	}
+	for o, ips := range s.scan {
+		if !done[o] {
+			if err := s.writeEntry(o, ips); err != nil {
+				return err
+			}
+			s.hit("reconcile:entry-written")
+		}
+	}
+	return nil
+}
+
+func sortedAddrs(ips []netip.Addr) []netip.Addr {
+	ips = slices.Clone(ips)
+	slices.SortFunc(ips, netip.Addr.Compare)
+	return slices.Compact(ips)
 }

@@ -1,0 +1,379 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+)
+
+// invocation is one run of a host-local binary.
+type invocation struct {
+	bin, command, id, ifname, stdin string
+}
+
+// invoke runs the binary as a runtime would and returns what it printed. A
+// plugin that fails returns the *types.Error it printed, or the exec error
+// when it printed none.
+func invoke(ctx context.Context, in invocation) (stdout, stderr []byte, err error) {
+	cmd := exec.CommandContext(ctx, in.bin)
+	cmd.Env = []string{"CNI_COMMAND=" + in.command, "CNI_CONTAINERID=" + in.id, "CNI_NETNS=/dev/null",
+		"CNI_IFNAME=" + in.ifname, "CNI_PATH=" + filepath.Dir(in.bin)}
+	cmd.Stdin = strings.NewReader(in.stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		var te types.Error
+		if json.Unmarshal(out.Bytes(), &te) == nil && te.Code != 0 {
+			return out.Bytes(), errOut.Bytes(), &te
+		}
+		return out.Bytes(), errOut.Bytes(), fmt.Errorf("%s %s %q: %w: %s%s", in.bin, in.command, in.id, err, out.Bytes(), errOut.Bytes())
+	}
+	return out.Bytes(), errOut.Bytes(), nil
+}
+
+// addAddr runs ADD and returns the one address it leased.
+func addAddr(ctx context.Context, t *testing.T, in invocation) string {
+	t.Helper()
+	in.command = "ADD"
+	out, errOut, err := invoke(ctx, in)
+	if err != nil {
+		t.Fatalf("ADD %q %q: %v (stderr %q)", in.id, in.ifname, err, errOut)
+	}
+	var r current.Result
+	if err := json.Unmarshal(out, &r); err != nil || len(r.IPs) != 1 {
+		t.Fatalf("ADD %q %q printed %q: %v", in.id, in.ifname, out, err)
+	}
+	return r.IPs[0].Address.IP.String()
+}
+
+func cniCode(err error) uint {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te.Code
+	}
+	return 0
+}
+
+// leaseContents maps every lease file of dir to its content.
+func leaseContents(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, n := range leaseFiles(t, dir) {
+		data, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			continue
+		}
+		out[n] = string(data)
+	}
+	return out
+}
+
+func netConf(name, dataDir, subnet, extra string) string {
+	return `{"cniVersion":"1.1.0","name":"` + name + `","type":"host-local",` + extra +
+		`"ipam":{"type":"host-local","dataDir":"` + dataDir + `","subnet":"` + subnet + `"}}`
+}
+
+// TestNonUTF8InterfaceName leases to an interface name that is not valid
+// UTF-8: the owner is matched byte for byte, so a second ADD is refused, DEL
+// releases the lease, and GC keeps it (cni.dev/valid-attachments is JSON and
+// cannot name it).
+func TestNonUTF8InterfaceName(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dataDir := t.TempDir()
+	netDir := filepath.Join(dataDir, "utf")
+	ours := filepath.Join(binDir, "host-local")
+	stdin := netConf("utf", dataDir, "10.61.0.0/24", "")
+	odd := invocation{bin: ours, id: "c1", ifname: "e\xff", stdin: stdin}
+
+	got := addAddr(ctx, t, odd)
+	second := odd
+	second.command = "ADD"
+	if out, _, err := invoke(ctx, second); cniCode(err) != 101 {
+		t.Errorf("second ADD of c1 %q = %v (printed %q), want code 101", odd.ifname, err, out)
+	}
+	// The replacement-character spelling a JSON runtime would send is
+	// another interface, with its own lease.
+	addAddr(ctx, t, invocation{bin: ours, id: "c1", ifname: "e\uFFFD", stdin: stdin})
+	want := map[string]string{got: "c1\r\ne\xff", "10.61.0.3": "c1\r\ne\uFFFD"}
+	if diff := cmp.Diff(want, leaseContents(t, netDir)); diff != "" {
+		t.Fatalf("leases (-want +got):\n%s", diff)
+	}
+
+	gc := invocation{bin: ours, command: "GC", stdin: netConf("utf", dataDir, "10.61.0.0/24", `"cni.dev/valid-attachments":[],`)}
+	if _, errOut, err := invoke(ctx, gc); err != nil {
+		t.Fatalf("GC: %v (stderr %q)", err, errOut)
+	}
+	if diff := cmp.Diff(map[string]string{got: "c1\r\ne\xff"}, leaseContents(t, netDir)); diff != "" {
+		t.Errorf("leases after GC with no valid attachment (-want +got):\n%s", diff)
+	}
+
+	del := odd
+	del.command = "DEL"
+	if _, errOut, err := invoke(ctx, del); err != nil {
+		t.Fatalf("DEL: %v (stderr %q)", err, errOut)
+	}
+	if files := leaseFiles(t, netDir); len(files) != 0 {
+		t.Errorf("leases left after DEL of c1 %q: %v", odd.ifname, files)
+	}
+}
+
+// TestSkipsBadLeases puts a directory named like an address in the network
+// directory: every verb still works, leaves it alone and says so on stderr.
+func TestSkipsBadLeases(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dataDir := t.TempDir()
+	netDir := filepath.Join(dataDir, "bad")
+	ours := filepath.Join(binDir, "host-local")
+	stdin := netConf("bad", dataDir, "10.62.0.0/24", "")
+	if got := addAddr(ctx, t, invocation{bin: ours, id: "a", ifname: "eth0", stdin: stdin}); got != "10.62.0.2" {
+		t.Fatalf("ADD a got %s, want 10.62.0.2", got)
+	}
+	if err := os.Mkdir(filepath.Join(netDir, "10.62.0.3"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	steps := []invocation{
+		{command: "ADD", id: "b"},
+		{command: "CHECK", id: "a"},
+		{command: "DEL", id: "a"},
+		{command: "STATUS"},
+		{command: "GC", id: "", stdin: netConf("bad", dataDir, "10.62.0.0/24", `"cni.dev/valid-attachments":[{"containerID":"b","ifname":"eth0"}],`)},
+		{command: "DEL", id: "b"},
+	}
+	var logged bool
+	for _, s := range steps {
+		s.bin, s.ifname = ours, "eth0"
+		if s.stdin == "" {
+			s.stdin = stdin
+		}
+		out, errOut, err := invoke(ctx, s)
+		if err != nil {
+			t.Fatalf("%s %s with a directory named 10.62.0.3: %v", s.command, s.id, err)
+		}
+		if s.command == "ADD" && !strings.Contains(string(out), "10.62.0.4/24") {
+			t.Errorf("ADD b printed %s, want 10.62.0.4 (10.62.0.3 is not free)", out)
+		}
+		logged = logged || strings.Contains(string(errOut), "10.62.0.3")
+	}
+	if !logged {
+		t.Error("no verb reported the directory named 10.62.0.3 on stderr")
+	}
+	if fi, err := os.Stat(filepath.Join(netDir, "10.62.0.3")); err != nil || !fi.IsDir() {
+		t.Errorf("directory 10.62.0.3 after the verbs: %v, %v", fi, err)
+	}
+	if diff := cmp.Diff([]string{"10.62.0.3"}, leaseFiles(t, netDir)); diff != "" {
+		t.Errorf("names like addresses left (-want +got):\n%s", diff)
+	}
+}
+
+// entryInodes returns the inode of every index entry of netDir.
+func entryInodes(t *testing.T, netDir string) map[string]uint64 {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(netDir, ".index"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]uint64{}
+	for _, e := range entries {
+		if e.Name() == "stamp" {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = fi.Sys().(*syscall.Stat_t).Ino
+	}
+	return out
+}
+
+// TestReconcileWritesOnlyChanges has the reference plugin add and release a
+// lease in a directory of ours, then checks that our next verb rewrites the
+// index entries of the owners that changed and leaves every other entry
+// untouched (same inode), so its cost follows the change, not the
+// directory.
+func TestReconcileWritesOnlyChanges(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dataDir := t.TempDir()
+	netDir := filepath.Join(dataDir, "rec")
+	ours := filepath.Join(binDir, "host-local")
+	stdin := netConf("rec", dataDir, "10.63.0.0/24", "")
+	for i := range 20 {
+		addAddr(ctx, t, invocation{bin: ours, id: fmt.Sprintf("c%02d", i), ifname: "eth0", stdin: stdin})
+	}
+	before := entryInodes(t, netDir)
+	if len(before) != 20 {
+		t.Fatalf("%d index entries after 20 ADDs, want 20", len(before))
+	}
+	// The reference plugin's ADD of r1 and DEL of c05, as it does them.
+	if err := os.WriteFile(filepath.Join(netDir, "10.63.0.200"), []byte("r1\r\neth0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(netDir, "10.63.0.7")); err != nil {
+		t.Fatal(err)
+	}
+	addAddr(ctx, t, invocation{bin: ours, id: "new", ifname: "eth0", stdin: stdin})
+	after := entryInodes(t, netDir)
+	var rewritten, gone, added []string
+	for n, ino := range before {
+		switch a, ok := after[n]; {
+		case !ok:
+			gone = append(gone, n)
+		case a != ino:
+			rewritten = append(rewritten, n)
+		}
+	}
+	for n := range after {
+		if _, ok := before[n]; !ok {
+			added = append(added, n)
+		}
+	}
+	sort.Strings(added)
+	if len(rewritten) > 0 {
+		t.Errorf("entries of unchanged owners rewritten: %v", rewritten)
+	}
+	if diff := cmp.Diff([]string{"c05+eth0"}, gone); diff != "" {
+		t.Errorf("entries removed (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"new+eth0", "r1+eth0"}, added); diff != "" {
+		t.Errorf("entries added (-want +got):\n%s", diff)
+	}
+}
+
+// fullDiskEnv, when set, names the directory the re-executed test mounts a
+// small file system on.
+const fullDiskEnv = "HOSTLOCAL_FULL_DISK_DIR"
+
+// TestFullDisk runs DEL and CHECK on a file system with no free block and
+// no free inode, after the reference plugin changed the directory (so the
+// index is stale): both succeed, and DEL removes the lease. It runs itself
+// again in a new mount namespace to mount a small tmpfs there.
+func TestFullDisk(t *testing.T) {
+	if dir := os.Getenv(fullDiskEnv); dir != "" {
+		fullDisk(t, dir)
+		return
+	}
+	mnt := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFullDisk$", "-test.v")
+	cmd.Env = append(os.Environ(), fullDiskEnv+"="+mnt, binDirEnv+"="+binDir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
+	if os.Getuid() != 0 {
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
+	}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		skipOrFail(t, fmt.Sprintf("cannot make a mount namespace to mount a full file system in (%v)", err))
+	}
+	if err != nil {
+		t.Fatalf("full-disk run: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "--- PASS: TestFullDisk") {
+		t.Fatalf("full-disk run did not pass:\n%s", out)
+	}
+	t.Logf("%s", out)
+}
+
+// fullDisk is TestFullDisk inside its mount namespace.
+func fullDisk(t *testing.T, mnt string) {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		t.Fatalf("make mounts private: %v", err)
+	}
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=256k,nr_inodes=64"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	defer unix.Unmount(mnt, unix.MNT_DETACH)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	netDir := filepath.Join(mnt, "full")
+	ours := filepath.Join(binDir, "host-local")
+	stdin := netConf("full", mnt, "10.64.0.0/24", "")
+	for _, id := range []string{"a", "b"} {
+		addAddr(ctx, t, invocation{bin: ours, id: id, ifname: "eth0", stdin: stdin})
+	}
+	// The reference plugin adds two leases: our index is stale and needs
+	// two new entries, more than the stamp that reconciling removes frees.
+	for addr, owner := range map[string]string{"10.64.0.9": "r", "10.64.0.10": "r2"} {
+		if err := os.WriteFile(filepath.Join(netDir, addr), []byte(owner+"\r\neth0"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill(t, mnt)
+	if err := os.WriteFile(filepath.Join(mnt, "probe"), nil, 0o600); !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("creating a file on the full file system: %v, want ENOSPC", err)
+	}
+	for i, s := range []invocation{{command: "CHECK", id: "b"}, {command: "CHECK", id: "r"}, {command: "DEL", id: "a"}, {command: "DEL", id: "r"}, {command: "CHECK", id: "b"}} {
+		s.bin, s.ifname, s.stdin = ours, "eth0", stdin
+		_, errOut, err := invoke(ctx, s)
+		if err != nil {
+			t.Fatalf("%s %s on a full file system: %v (stderr %q)", s.command, s.id, err, errOut)
+		}
+		if i == 0 && !strings.Contains(string(errOut), "serving this call from a scan") {
+			t.Errorf("CHECK with a stale index on a full file system did not say it served from a scan: stderr %q", errOut)
+		}
+	}
+	if diff := cmp.Diff([]string{"10.64.0.10", "10.64.0.3"}, leaseFiles(t, netDir)); diff != "" {
+		t.Errorf("leases after DEL of a and r (-want +got):\n%s", diff)
+	}
+	// DEL of a missing attachment is still success.
+	if _, _, err := invoke(ctx, invocation{bin: ours, command: "DEL", id: "gone", ifname: "eth0", stdin: stdin}); err != nil {
+		t.Errorf("DEL of an attachment without lease on a full file system: %v", err)
+	}
+}
+
+// fill uses up the blocks, then the inodes, of the file system at dir.
+func fill(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := make([]byte, 4096)
+	for {
+		if _, err := f.Write(block); err != nil {
+			if !errors.Is(err, unix.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	f.Close()
+	for i := 0; ; i++ {
+		err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("inode-%d", i)), nil, 0o600)
+		if errors.Is(err, unix.ENOSPC) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// skipOrFail skips a test that cannot run here, saying why, except under
+// CI=true, where a test that cannot run is a failure.
+func skipOrFail(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s (CI=true: not skipping)", why)
+	}
+	t.Skip(why)
+}

@@ -1,0 +1,24 @@
+//go:build !linux
+
+package disk
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+)
+
+// fileLock is unavailable off Linux: the store needs flock(2) semantics
+// shared with the reference plugin.
+type fileLock struct{}
+
+func errUnsupported() error {
+	return fmt.Errorf("file lock: not supported on %s", runtime.GOOS)
+}
+
+func openLock(string) (*fileLock, error)     { return nil, errUnsupported() }
+func (*fileLock) lock(context.Context) error { return errUnsupported() }
+func (*fileLock) unlock() error              { return errUnsupported() }
+func (*fileLock) close() error               { return nil }
+func readSmall(path string) ([]byte, error)  { return os.ReadFile(path) }
