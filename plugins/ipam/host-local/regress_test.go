@@ -24,6 +24,7 @@ import (
 // invocation is one run of a host-local binary.
 type invocation struct {
 	bin, command, id, ifname, stdin string
+	cred                            *syscall.Credential // run as this user; nil for ours
 }
 
 // invoke runs the binary as a runtime would and returns what it printed. A
@@ -34,6 +35,9 @@ func invoke(ctx context.Context, in invocation) (stdout, stderr []byte, err erro
 	cmd.Env = []string{"CNI_COMMAND=" + in.command, "CNI_CONTAINERID=" + in.id, "CNI_NETNS=/dev/null",
 		"CNI_IFNAME=" + in.ifname, "CNI_PATH=" + filepath.Dir(in.bin)}
 	cmd.Stdin = strings.NewReader(in.stdin)
+	if in.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: in.cred}
+	}
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
@@ -179,6 +183,72 @@ func TestSkipsBadLeases(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"10.62.0.3"}, leaseFiles(t, netDir)); diff != "" {
 		t.Errorf("names like addresses left (-want +got):\n%s", diff)
+	}
+}
+
+// TestSkipsUnreadableLease puts a lease file the plugin may not read in
+// the network directory: every verb still works, leaves it alone and says
+// so on stderr. As root, the plugin runs as nobody to be denied the file.
+func TestSkipsUnreadableLease(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dataDir := t.TempDir()
+	netDir := filepath.Join(dataDir, "deny")
+	ours := filepath.Join(binDir, "host-local")
+	stdin := netConf("deny", dataDir, "10.66.0.0/24", "")
+	var cred *syscall.Credential
+	if os.Getuid() == 0 {
+		cred = &syscall.Credential{Uid: 65534, Gid: 65534}
+		// Let nobody reach and own the data directory.
+		for d := dataDir; d != filepath.Dir(d) && d != os.TempDir(); d = filepath.Dir(d) {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Mkdir(netDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(netDir, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := addAddr(ctx, t, invocation{bin: ours, id: "a", ifname: "eth0", stdin: stdin, cred: cred}); got != "10.66.0.2" {
+		t.Fatalf("ADD a got %s, want 10.66.0.2", got)
+	}
+	secret := filepath.Join(netDir, "10.66.0.3")
+	if err := os.WriteFile(secret, []byte("x\r\neth0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cred == nil {
+		if err := os.Chmod(secret, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	steps := []invocation{
+		{command: "ADD", id: "b"},
+		{command: "CHECK", id: "a"},
+		{command: "DEL", id: "a"},
+		{command: "GC", stdin: netConf("deny", dataDir, "10.66.0.0/24", `"cni.dev/valid-attachments":[{"containerID":"b","ifname":"eth0"}],`)},
+		{command: "DEL", id: "b"},
+	}
+	for _, s := range steps {
+		s.bin, s.ifname, s.cred = ours, "eth0", cred
+		if s.stdin == "" {
+			s.stdin = stdin
+		}
+		out, errOut, err := invoke(ctx, s)
+		if err != nil {
+			t.Fatalf("%s %s with an unreadable lease 10.66.0.3: %v", s.command, s.id, err)
+		}
+		if s.command == "ADD" && !strings.Contains(string(out), "10.66.0.4/24") {
+			t.Errorf("ADD b printed %s, want 10.66.0.4 (10.66.0.3 is not free)", out)
+		}
+		if !strings.Contains(string(errOut), "skipping 10.66.0.3") {
+			t.Errorf("%s %s did not report the unreadable lease on stderr: %q", s.command, s.id, errOut)
+		}
+	}
+	if diff := cmp.Diff([]string{"10.66.0.3"}, leaseFiles(t, netDir)); diff != "" {
+		t.Errorf("leases left (-want +got):\n%s", diff)
 	}
 }
 
