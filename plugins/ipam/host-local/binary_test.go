@@ -147,7 +147,7 @@ func TestConcurrentProcesses(t *testing.T) {
 	if files := leaseFiles(t, netDir); len(files) != 0 {
 		t.Errorf("lease files left after DEL: %v", files)
 	}
-	entries, err := os.ReadDir(filepath.Join(netDir, ".index"))
+	entries, err := os.ReadDir(indexOf(netDir))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,7 +103,7 @@ func TestKillLoop(t *testing.T) {
 		t.Fatalf("%d runs killed, %d finished: the loop needs both", killed, finished)
 	}
 	reconcileIndex(ctx, t, netDir, stdin)
-	for _, d := range []string{netDir, filepath.Join(netDir, ".index")} {
+	for _, d := range []string{netDir, indexOf(netDir)} {
 		if tmp, _ := filepath.Glob(filepath.Join(d, ".tmp-*")); len(tmp) > 0 {
 			t.Errorf("temp files left after the repair: %v", tmp)
 		}

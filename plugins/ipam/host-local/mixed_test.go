@@ -19,13 +19,20 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// readIndex reads the index of netDir as the tests know its format: every
-// entry's owner, in the lease files' "<id>\r\n<ifname>" form, with the
-// addresses it lists; and whether the stamp records the directory's
-// current mtime, that is whether the index claims to be current.
+// indexOf is the index directory of the network directory netDir.
+func indexOf(netDir string) string {
+	return filepath.Join(filepath.Dir(netDir), ".host-local-index", filepath.Base(netDir))
+}
+
+// readIndex reads the index of netDir as the tests know its format (entries
+// are symbolic links "<id>+<ifname>" to "<ip>,<ip>"; the tests' owners need
+// no escaping): every entry's owner, in the lease files' "<id>\r\n<ifname>"
+// form, with the addresses it lists; and whether the stamp records the
+// directory's current mtime, that is whether the index claims to be
+// current.
 func readIndex(t *testing.T, netDir string) (entries map[string][]string, current bool) {
 	t.Helper()
-	index := filepath.Join(netDir, ".index")
+	index := indexOf(netDir)
 	names, err := os.ReadDir(index)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, false
@@ -35,14 +42,15 @@ func readIndex(t *testing.T, netDir string) (entries map[string][]string, curren
 	}
 	entries = map[string][]string{}
 	for _, n := range names {
-		if strings.HasPrefix(n.Name(), ".tmp-") {
+		name := n.Name()
+		if strings.HasPrefix(name, ".tmp-") {
 			continue // a temp file left by a crash, removed by the next reconciliation
 		}
-		data, err := os.ReadFile(filepath.Join(index, n.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n.Name() == "stamp" {
+		if name == "stamp" {
+			data, err := os.ReadFile(filepath.Join(index, name))
+			if err != nil {
+				t.Fatal(err)
+			}
 			v, ok := strings.CutPrefix(string(data), "# host-local index stamp v2\n")
 			fi, err := os.Stat(netDir)
 			if err != nil {
@@ -51,28 +59,17 @@ func readIndex(t *testing.T, netDir string) (entries map[string][]string, curren
 			current = ok && strings.TrimSpace(v) == strconv.FormatInt(fi.ModTime().UnixNano(), 10)
 			continue
 		}
-		lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-		if len(lines) != 3 || lines[0] != "# host-local index entry v2" {
-			t.Errorf("index entry %s: %q is not an entry", n.Name(), data)
+		target, err := os.Readlink(filepath.Join(index, name))
+		id, ifname, ok := strings.Cut(name, "+")
+		if err != nil || !ok || strings.Contains(name, "%") {
+			t.Errorf("index entry %s: not an entry of a plain owner (%v)", name, err)
 			continue
 		}
-		quoted := strings.TrimPrefix(lines[1], "owner ")
-		id, err := strconv.QuotedPrefix(quoted)
-		if err != nil {
-			t.Errorf("index entry %s: owner line %q: %v", n.Name(), lines[1], err)
-			continue
-		}
-		cid, err1 := strconv.Unquote(id)
-		ifname, err2 := strconv.Unquote(strings.TrimPrefix(quoted[len(id):], " "))
-		if err := errors.Join(err1, err2); err != nil {
-			t.Errorf("index entry %s: owner line %q: %v", n.Name(), lines[1], err)
-			continue
-		}
-		owner := cid
+		owner := id
 		if ifname != "" {
 			owner += "\r\n" + ifname
 		}
-		entries[owner] = strings.Fields(strings.TrimPrefix(lines[2], "ips"))
+		entries[owner] = strings.Split(target, ",")
 	}
 	return entries, current
 }

@@ -256,6 +256,9 @@ func TestGC(t *testing.T) {
 	st.Add(netip.MustParseAddr("10.0.0.5"), store.Attachment{ContainerID: "keep"})
 	st.Add(netip.MustParseAddr("10.0.0.6"), store.Attachment{ContainerID: "gone"})
 	st.Add(netip.MustParseAddr("10.0.0.7"), store.Attachment{})
+	// Not valid UTF-8: valid attachments (JSON) cannot name it; it stays.
+	st.Add(netip.MustParseAddr("10.0.0.8"), store.NewAttachment("gone", "e\xff"))
+	st.Add(netip.MustParseAddr("10.0.0.9"), store.NewAttachment("gone", "e\uFFFD"))
 	a := New(st, []RangeSet{{mustRange(t, "10.0.0.0/24", "", "", "")}})
 	if _, err := a.GC(ctx, []store.Attachment{store.NewAttachment(" keep ", "eth0")}); err != nil {
 		t.Fatal(err)
@@ -263,6 +266,7 @@ func TestGC(t *testing.T) {
 	want := map[netip.Addr]store.Attachment{
 		netip.MustParseAddr("10.0.0.2"): att("keep"),
 		netip.MustParseAddr("10.0.0.5"): {ContainerID: "keep"},
+		netip.MustParseAddr("10.0.0.8"): store.NewAttachment("gone", "e\xff"),
 	}
 	if diff := cmp.Diff(want, st.Snapshot()); diff != "" {
 		t.Errorf("after GC (-want +got):\n%s", diff)

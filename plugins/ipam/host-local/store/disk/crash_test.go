@@ -74,7 +74,7 @@ func TestCrashSafety(t *testing.T) {
 	}{
 		{
 			op: "reserve",
-			points: []string{"reserve:entry-written", "reserve:lease-temp-written", "reserve:lease-created",
+			points: []string{"reserve:lease-temp-written", "reserve:entry-written", "reserve:lease-created",
 				"reserve:done", "stamp:start", "stamp:mtime-set"},
 			after: func(t *testing.T, s *Store) {
 				locked(t, s, func() {

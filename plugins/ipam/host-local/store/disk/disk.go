@@ -1,34 +1,45 @@
 // Package disk is the on-disk store of the host-local IPAM plugin. Leases are
 // kept in the reference host-local plugin's format, so either implementation
-// reads, releases and allocates around the other's leases. An index beside
-// them finds an attachment's leases without reading every lease file.
+// reads, releases and allocates around the other's leases. An index of
+// their owners finds an attachment's leases without reading every lease
+// file.
 //
-// Layout of <dataDir>/<network>/:
+// Layout of <dataDir>/<network>/, as the reference plugin keeps it:
 //
 //	lock                  flock(2) lock file, shared with the reference plugin
 //	<ip>                  one lease; content "<containerID>\r\n<ifname>"
 //	last_reserved_ip.<N>  last address reserved from range set N
-//	.index/<owner>        index entry: the addresses leased to one attachment
-//	.index/stamp          the network directory's mtime the index matches
 //
-// A lease takes one inode and its owner's index entry another, so the store
-// uses about two inodes per attachment where the reference uses one.
+// and of the index, <dataDir>/.host-local-index/<network>/, outside the
+// directory the reference plugin walks and reads file by file:
+//
+//	<owner>  index entry: a symbolic link naming the addresses leased to
+//	         one attachment
+//	stamp    the network directory's mtime the index matches
+//
+// A lease takes one inode and its owner's index entry another (a symbolic
+// link without a data block), so the store uses two inodes for an
+// attachment with one address, where the reference uses one.
 //
 // Invariants, all kept under the lock:
 //
-//   - An index entry is written (temp file + rename) before its lease is
-//     created and rewritten or removed only after its lease is removed, so a
-//     lease always has an entry. An entry may name an address whose lease is
-//     gone or belongs to someone else; entries are verified against the lease
-//     files on every use.
-//   - Leases are created whole: the content goes to a temp file that is
-//     hard-linked to the lease name, which fails if the name exists.
+//   - A lease's content is first written to a temp file in the network
+//     directory; then its owner's index entry is replaced (symlink + rename)
+//     to list the address; then the temp file is hard-linked to the lease
+//     name, which fails if the name exists, so a lease appears whole or not
+//     at all. An entry is rewritten or removed only after its lease is
+//     removed. So a lease always has an entry. An entry may name an address
+//     whose lease is gone or belongs to someone else; entries are verified
+//     against the lease files on every use. A file system without hard
+//     links cannot hold the store.
 //   - After changing the directory, Unlock sets the directory's mtime one
 //     nanosecond back and records the result in the stamp. Any later change
 //     by another program stamps the directory with the current time, which
 //     differs from the record even within one clock tick, so the index is
 //     reconciled with the lease files before its next use. A crash before
-//     the stamp is written has the same effect.
+//     the stamp is written has the same effect; every step that can leave
+//     the index short of the leases (the temp file above, a lease's removal)
+//     changes the network directory first.
 //
 // Reconciling reads every lease and every entry, as the reference plugin
 // reads every file on each of its verbs, and writes only the entries that
@@ -38,9 +49,8 @@
 // readable lease (a directory, a file the plugin may not read) is skipped
 // and reported through the store's log function.
 //
-// The reference plugin walks the whole directory, subdirectories included,
-// and reads every file; index entries and stamps start with '#', which no
-// container ID does, so it never takes them for leases.
+// Earlier versions kept the index in <network>/.index, where the reference
+// plugin read every entry on each of its verbs; reconciling removes it.
 package disk
 
 import (
@@ -74,9 +84,10 @@ var errNotLocked = errors.New("store used without holding its lock")
 // Store is the on-disk store of one network. It is not safe for concurrent
 // use by goroutines; processes are serialised by its file lock.
 type Store struct {
-	dir  string
-	lock *fileLock
-	logf func(format string, args ...any)
+	dir   string // the network directory
+	index string // the network's index directory
+	lock  *fileLock
+	logf  func(format string, args ...any)
 
 	locked bool // the file lock is held
 	fresh  bool // the index was verified or reconciled under the current lock
@@ -115,7 +126,8 @@ func New(dataDir, network string, logf func(format string, args ...any)) (*Store
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	return &Store{dir: dir, lock: lk, logf: logf, reported: map[string]bool{}}, nil
+	index := filepath.Join(dataDir, indexRoot, network)
+	return &Store{dir: dir, index: index, lock: lk, logf: logf, reported: map[string]bool{}}, nil
 }
 
 func (s *Store) hit(point string) {
@@ -213,7 +225,11 @@ var errNotLease = errors.New("not a lease file")
 // A name that is not a readable lease is an error: errNotLease for a
 // directory, the read error otherwise.
 func (s *Store) owner(ip netip.Addr) (store.Attachment, bool, error) {
-	data, err := readSmall(s.leasePath(ip))
+	return parseLease(readSmall(s.leasePath(ip)))
+}
+
+// parseLease is owner for a lease file read as data, err.
+func parseLease(data []byte, err error) (store.Attachment, bool, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return store.Attachment{}, false, nil
 	}
@@ -284,6 +300,16 @@ func (s *Store) Reserve(o store.Attachment, ip netip.Addr, rangeID string) (bool
 		return false, err
 	}
 	s.dirty = true
+	// The lease's content goes to a temp file first. It changes the
+	// network directory, so that a crash before the lease is linked
+	// leaves the index unstamped: the next user removes the temp file
+	// and the entry written below.
+	tmp, err := s.tempFile(s.dir, []byte(leaseContent(o)))
+	if err != nil {
+		return false, err
+	}
+	defer os.Remove(tmp)
+	s.hit("reserve:lease-temp-written")
 	// undo puts the entry back; under a scan the index is not kept.
 	undo := func() error { return nil }
 	if s.scan == nil {
@@ -293,7 +319,7 @@ func (s *Store) Reserve(o store.Attachment, ip netip.Addr, rangeID string) (bool
 		undo = func() error { return s.writeEntry(o, before) }
 	}
 	s.hit("reserve:entry-written")
-	created, err := s.createLease(path, leaseContent(o))
+	created, err := linkLease(tmp, path)
 	if err != nil || !created {
 		return false, errors.Join(err, undo())
 	}
@@ -314,20 +340,11 @@ func (s *Store) Reserve(o store.Attachment, ip netip.Addr, rangeID string) (bool
 	return true, nil
 }
 
-// createLease creates the lease file at path holding content, whole or not
-// at all, and reports false when path exists: the content goes to a temp
-// file that is then hard-linked to path. A file system without hard links
-// cannot hold the store.
-func (s *Store) createLease(path, content string) (bool, error) {
-	tmp, err := s.tempFile(s.dir, []byte(content))
-	if err != nil {
-		return false, err
-	}
-	s.hit("reserve:lease-temp-written")
-	err = os.Link(tmp, path)
-	// A temp file left behind by a crash here is removed by the next
-	// reconciliation, which the unrecorded directory change triggers.
-	_ = os.Remove(tmp)
+// linkLease creates the lease file at path as a hard link to the temp file
+// tmp, so that it appears whole or not at all, and reports false when path
+// exists. A file system without hard links cannot hold the store.
+func linkLease(tmp, path string) (bool, error) {
+	err := os.Link(tmp, path)
 	switch {
 	case err == nil:
 		return true, nil

@@ -189,45 +189,63 @@ func TestLongContainerID(t *testing.T) {
 func TestIndexRebuild(t *testing.T) {
 	tests := []struct {
 		name   string
-		damage func(t *testing.T, dir string)
+		damage func(t *testing.T, s *Store)
 		want   map[string][]netip.Addr // lookups after the damage
 	}{
 		{
 			name:   "index missing",
-			damage: func(t *testing.T, dir string) { os.RemoveAll(filepath.Join(dir, indexDir)) },
+			damage: func(t *testing.T, s *Store) { os.RemoveAll(s.index) },
 			want:   map[string][]netip.Addr{"a": ips("10.0.0.2"), "b": ips("10.0.0.3")},
 		},
 		{
 			name:   "stamp missing",
-			damage: func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, indexDir, stampName)) },
+			damage: func(t *testing.T, s *Store) { os.Remove(filepath.Join(s.index, stampName)) },
 			want:   map[string][]netip.Addr{"a": ips("10.0.0.2"), "b": ips("10.0.0.3")},
 		},
 		{
 			name: "stamp garbage",
-			damage: func(t *testing.T, dir string) {
-				os.WriteFile(filepath.Join(dir, indexDir, stampName), []byte("junk"), 0o600)
+			damage: func(t *testing.T, s *Store) {
+				os.WriteFile(filepath.Join(s.index, stampName), []byte("junk"), 0o600)
 			},
 			want: map[string][]netip.Addr{"a": ips("10.0.0.2"), "b": ips("10.0.0.3")},
 		},
 		{
 			name: "reference plugin added a lease",
-			damage: func(t *testing.T, dir string) {
-				writeReferenceLease(t, dir, "10.0.0.7", "c\r\neth0")
+			damage: func(t *testing.T, s *Store) {
+				writeReferenceLease(t, s.dir, "10.0.0.7", "c\r\neth0")
 			},
 			want: map[string][]netip.Addr{"a": ips("10.0.0.2"), "c": ips("10.0.0.7")},
 		},
 		{
 			name: "reference plugin released a lease and another took the address",
-			damage: func(t *testing.T, dir string) {
-				os.Remove(filepath.Join(dir, "10.0.0.2"))
-				writeReferenceLease(t, dir, "10.0.0.2", "c\r\neth0")
+			damage: func(t *testing.T, s *Store) {
+				os.Remove(filepath.Join(s.dir, "10.0.0.2"))
+				writeReferenceLease(t, s.dir, "10.0.0.2", "c\r\neth0")
 			},
 			want: map[string][]netip.Addr{"a": nil, "c": ips("10.0.0.2")},
 		},
 		{
 			name: "corrupt entry",
-			damage: func(t *testing.T, dir string) {
-				os.WriteFile(filepath.Join(dir, indexDir, entryName(owner("a"))), []byte("{"), 0o600)
+			damage: func(t *testing.T, s *Store) {
+				os.Remove(s.entryPath(owner("a")))
+				os.WriteFile(s.entryPath(owner("a")), []byte("10.0.0.2"), 0o600)
+			},
+			want: map[string][]netip.Addr{"a": ips("10.0.0.2"), "b": ips("10.0.0.3")},
+		},
+		{
+			name: "entry naming garbage",
+			damage: func(t *testing.T, s *Store) {
+				os.Remove(s.entryPath(owner("a")))
+				os.Symlink("10.0.0.2,junk", s.entryPath(owner("a")))
+			},
+			want: map[string][]netip.Addr{"a": ips("10.0.0.2"), "b": ips("10.0.0.3")},
+		},
+		{
+			name: "index of an earlier version in the network directory",
+			damage: func(t *testing.T, s *Store) {
+				old := filepath.Join(s.dir, ".index")
+				os.Mkdir(old, 0o755)
+				os.WriteFile(filepath.Join(old, "a+eth0"), []byte("# host-local index entry v1\n{}"), 0o600)
 			},
 			want: map[string][]netip.Addr{"a": ips("10.0.0.2"), "b": ips("10.0.0.3")},
 		},
@@ -237,7 +255,7 @@ func TestIndexRebuild(t *testing.T) {
 			s := newStore(t)
 			reserve(t, s, owner("a"), "10.0.0.2", "0")
 			reserve(t, s, owner("b"), "10.0.0.3", "0")
-			tt.damage(t, s.dir)
+			tt.damage(t, s)
 			locked(t, s, func() {
 				for id, want := range tt.want {
 					got, err := s.Lookup(owner(id))
@@ -291,7 +309,8 @@ func TestStaleWithinOneClockTick(t *testing.T) {
 }
 
 // checkConsistent asserts that the index, once the store has checked it,
-// lists every lease under its owner and that no temp file is left.
+// lists every lease under its owner and no owner without a lease, and that
+// no temp file is left.
 func checkConsistent(t testing.TB, s *Store) {
 	t.Helper()
 	locked(t, s, func() {
@@ -320,7 +339,10 @@ func checkConsistent(t testing.TB, s *Store) {
 			owners[entryName(l.Owner)] = true
 		}
 	})
-	names, err := listNames(filepath.Join(s.dir, indexDir))
+	if _, err := os.Stat(filepath.Join(s.dir, ".index")); err == nil {
+		t.Error("index of an earlier version left in the network directory")
+	}
+	names, err := listNames(s.index)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +351,7 @@ func checkConsistent(t testing.TB, s *Store) {
 			t.Errorf("index entry %s left without a lease", n)
 		}
 	}
-	for _, d := range []string{s.dir, filepath.Join(s.dir, indexDir)} {
+	for _, d := range []string{s.dir, s.index} {
 		names, _ := filepath.Glob(filepath.Join(d, tmpPrefix+"*"))
 		if len(names) > 0 {
 			t.Errorf("temp files left: %v", names)

@@ -7,30 +7,38 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store"
 )
 
 const (
-	indexDir    = ".index"
+	// indexRoot, in the data directory, holds one index directory per
+	// network. No network is named so: names start with a letter or digit.
+	indexRoot   = ".host-local-index"
 	stampName   = "stamp"
-	entryHeader = "# host-local index entry v2\n"
 	stampHeader = "# host-local index stamp v2\n"
 	// maxEntryName bounds readable entry names; longer ones are hashed.
 	maxEntryName = 200
 )
 
+// oldIndexNames are the index directories earlier versions kept inside the
+// network directory, where the reference plugin reads every file of them.
+var oldIndexNames = []string{".index", ".index.new", ".index.old"}
+
 var errCorruptEntry = errors.New("corrupt index entry")
 
-// escape keeps [A-Za-z0-9_-] and non-leading dots and percent-encodes the
-// rest, so the result is a file name that cannot contain '+' or '/'.
+// escape keeps [A-Za-z0-9_-] and non-leading dots and percent-encodes every
+// other byte, so the result is a file name that cannot contain '+' or '/'
+// and unescape gives back the very bytes, valid UTF-8 or not.
 func escape(v string) string {
 	var b strings.Builder
 	for i := 0; i < len(v); i++ {
@@ -44,9 +52,29 @@ func escape(v string) string {
 	return b.String()
 }
 
+func unescape(v string) (string, bool) {
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		if v[i] != '%' {
+			b.WriteByte(v[i])
+			continue
+		}
+		if i+2 >= len(v) {
+			return "", false
+		}
+		c, err := strconv.ParseUint(v[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", false
+		}
+		b.WriteByte(byte(c))
+		i += 2
+	}
+	return b.String(), true
+}
+
 // entryName is "<escaped id>+<escaped ifname>", or "=<sha256>" when that is
-// too long for a file name. The entry's content names its owner, so a hash
-// collision is detected, not trusted.
+// too long for a file name. A hashed entry names its owner in its content,
+// so a hash collision is detected, not trusted.
 func entryName(o store.Attachment) string {
 	n := escape(o.ContainerID) + "+" + escape(o.IfName)
 	if len(n) <= maxEntryName {
@@ -57,67 +85,57 @@ func entryName(o store.Attachment) string {
 }
 
 func (s *Store) entryPath(o store.Attachment) string {
-	return filepath.Join(s.dir, indexDir, entryName(o))
+	return filepath.Join(s.index, entryName(o))
 }
 
-// encodeEntry writes an entry as text: the header, then
-//
-//	owner "<containerID>" "<ifname>"
-//	ips <ip> <ip> ...
-//
-// The owner is Go-quoted, which keeps every byte: an interface name that is
-// not valid UTF-8 comes back exactly as it was.
-func encodeEntry(o store.Attachment, ips []netip.Addr) []byte {
-	b := []byte(entryHeader + "owner ")
-	b = strconv.AppendQuote(b, o.ContainerID)
-	b = append(b, ' ')
-	b = strconv.AppendQuote(b, o.IfName)
-	b = append(b, "\nips"...)
-	for _, ip := range ips {
-		b = append(b, ' ')
+// An index entry is a symbolic link: one inode without a data block,
+// read with one readlink(2) and replaced with symlink(2) and rename(2).
+// Its target, never followed, is the owner's addresses separated by
+// commas; an entry with a hashed name adds a space and its owner's lease
+// content in hex.
+
+func encodeEntry(o store.Attachment, ips []netip.Addr) string {
+	var b []byte
+	for i, ip := range ips {
+		if i > 0 {
+			b = append(b, ',')
+		}
 		b = ip.AppendTo(b)
 	}
-	return append(b, '\n')
+	if name := entryName(o); strings.HasPrefix(name, "=") {
+		b = append(append(b, ' '), hex.EncodeToString([]byte(leaseContent(o)))...)
+	}
+	return string(b)
 }
 
-// decodeEntry parses what encodeEntry wrote.
-func decodeEntry(data []byte) (store.Attachment, []netip.Addr, error) {
-	body, ok := strings.CutPrefix(string(data), entryHeader)
-	if !ok {
-		return store.Attachment{}, nil, errors.New("bad header")
-	}
-	ownerLine, ipsLine, ok := strings.Cut(body, "\n")
-	if !ok {
-		return store.Attachment{}, nil, errors.New("no addresses line")
-	}
-	quoted, ok := strings.CutPrefix(ownerLine, "owner ")
-	if !ok {
-		return store.Attachment{}, nil, errors.New("no owner line")
-	}
-	id, err := strconv.QuotedPrefix(quoted)
-	if err != nil {
-		return store.Attachment{}, nil, fmt.Errorf("container ID: %w", err)
-	}
-	ifname, ok := strings.CutPrefix(quoted[len(id):], " ")
-	if !ok {
-		return store.Attachment{}, nil, errors.New("no interface name")
-	}
+// decodeEntry parses the entry called name with target as encodeEntry
+// wrote it and returns its owner and addresses.
+func decodeEntry(name, target string) (store.Attachment, []netip.Addr, error) {
+	list, ownerHex, hashed := strings.Cut(target, " ")
 	var o store.Attachment
-	if o.ContainerID, err = strconv.Unquote(id); err != nil {
-		return store.Attachment{}, nil, fmt.Errorf("container ID: %w", err)
+	if hashed {
+		content, err := hex.DecodeString(ownerHex)
+		if err != nil {
+			return o, nil, fmt.Errorf("owner: %w", err)
+		}
+		o = parseOwner(content)
+	} else {
+		id, ifname, ok := strings.Cut(name, "+")
+		var okID, okIf bool
+		o.ContainerID, okID = unescape(id)
+		o.IfName, okIf = unescape(ifname)
+		if !ok || !okID || !okIf {
+			return o, nil, errors.New("name is no owner")
+		}
 	}
-	if o.IfName, err = strconv.Unquote(ifname); err != nil {
-		return store.Attachment{}, nil, fmt.Errorf("interface name: %w", err)
-	}
-	fields, ok := strings.CutPrefix(strings.TrimSuffix(ipsLine, "\n"), "ips")
-	if !ok {
-		return store.Attachment{}, nil, errors.New("no addresses line")
+	if entryName(o) != name {
+		return o, nil, errors.New("name is not its owner's")
 	}
 	var ips []netip.Addr
-	for _, f := range strings.Fields(fields) {
+	for f := range strings.SplitSeq(list, ",") {
 		ip, err := netip.ParseAddr(f)
 		if err != nil {
-			return store.Attachment{}, nil, err
+			return o, nil, err
 		}
 		ips = append(ips, ip)
 	}
@@ -127,16 +145,17 @@ func decodeEntry(data []byte) (store.Attachment, []netip.Addr, error) {
 // readEntry returns the addresses the index lists for o, unverified; none
 // when there is no entry.
 func (s *Store) readEntry(o store.Attachment) ([]netip.Addr, error) {
-	data, err := readSmall(s.entryPath(o))
+	name := entryName(o)
+	target, err := os.Readlink(filepath.Join(s.index, name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read index entry: %w", err)
+		return nil, fmt.Errorf("%w %s: %w", errCorruptEntry, name, err)
 	}
-	got, ips, err := decodeEntry(data)
+	got, ips, err := decodeEntry(name, target)
 	if err != nil {
-		return nil, fmt.Errorf("%w %s: %w", errCorruptEntry, entryName(o), err)
+		return nil, fmt.Errorf("%w %s: %w", errCorruptEntry, name, err)
 	}
 	if got != o {
 		return nil, nil // another owner under the same hashed name
@@ -154,18 +173,37 @@ func (s *Store) writeEntry(o store.Attachment, ips []netip.Addr) error {
 		}
 		return nil
 	}
-	ips = slices.Clone(ips)
-	slices.SortFunc(ips, netip.Addr.Compare)
-	// The temp file goes in the network directory: a crash that leaves
-	// it there also leaves the directory changed and unrecorded, so the
-	// next reconciliation removes it.
-	return s.writeAtomic(s.dir, path, encodeEntry(o, slices.Compact(ips)))
+	target := encodeEntry(o, sortedAddrs(ips))
+	for {
+		// A temp link left by a crash is removed by the next
+		// reconciliation.
+		tmp := filepath.Join(s.index, tmpPrefix+strconv.FormatUint(rand.Uint64(), 36))
+		err := os.Symlink(target, tmp)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			// No index directory yet: make it, then try again.
+			if err := os.MkdirAll(s.index, 0o755); err != nil {
+				return fmt.Errorf("create index: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("write index entry: %w", err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("replace index entry: %w", err)
+		}
+		return nil
+	}
 }
 
 // stampMatches reports whether the index stamp records the network
 // directory's current mtime.
 func (s *Store) stampMatches() (bool, error) {
-	data, err := os.ReadFile(filepath.Join(s.dir, indexDir, stampName))
+	data, err := readSmall(filepath.Join(s.index, stampName))
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
@@ -192,7 +230,7 @@ func (s *Store) stampMatches() (bool, error) {
 // stamps on a later change (even within the same clock tick), and records
 // the value the file system kept. Where the mtime cannot be set, the
 // kernel's value is recorded: a change by another program within the same
-// clock tick then goes unseen until the next rebuild.
+// clock tick then goes unseen until the next reconciliation.
 func (s *Store) writeStamp() error {
 	s.hit("stamp:start")
 	fi, err := os.Stat(s.dir)
@@ -205,11 +243,11 @@ func (s *Store) writeStamp() error {
 		}
 	}
 	s.hit("stamp:mtime-set")
-	index := filepath.Join(s.dir, indexDir)
-	// The temp file goes in the index directory, so writing the stamp
-	// does not change the network directory's mtime.
+	if err := os.MkdirAll(s.index, 0o755); err != nil {
+		return fmt.Errorf("create index: %w", err)
+	}
 	data := []byte(stampHeader + strconv.FormatInt(fi.ModTime().UnixNano(), 10) + "\n")
-	return s.writeAtomic(index, filepath.Join(index, stampName), data)
+	return s.writeAtomic(s.index, filepath.Join(s.index, stampName), data)
 }
 
 // reconcile brings the index in line with the lease files: it reads every
@@ -225,11 +263,16 @@ func (s *Store) reconcile() error {
 	s.fresh = false
 	// From here until the new stamp, the index must not look current,
 	// even if this is interrupted before the directory changes.
-	unstamp := os.Remove(filepath.Join(s.dir, indexDir, stampName))
+	unstamp := os.Remove(filepath.Join(s.index, stampName))
 	if errors.Is(unstamp, fs.ErrNotExist) {
 		unstamp = nil
 	}
-	names, err := s.names()
+	d, err := openDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("reconcile index: %w", err)
+	}
+	defer d.close()
+	names, err := d.names()
 	if err != nil {
 		return fmt.Errorf("reconcile index: %w", err)
 	}
@@ -240,11 +283,15 @@ func (s *Store) reconcile() error {
 			_ = os.Remove(filepath.Join(s.dir, n)) // as good as left until next time
 			continue
 		}
+		if slices.Contains(oldIndexNames, n) {
+			_ = os.RemoveAll(filepath.Join(s.dir, n))
+			continue
+		}
 		ip, ok := leaseName(n)
 		if !ok {
 			continue
 		}
-		o, ok, err := s.owner(ip)
+		o, ok, err := parseLease(d.read(n))
 		if err != nil {
 			s.skip(ip, err)
 			// A file we may not read now could be read later, without
@@ -260,10 +307,12 @@ func (s *Store) reconcile() error {
 		return nil
 	}
 	if unstamp != nil {
-		return s.serveScan(fmt.Errorf("invalidate index stamp: %w", unstamp))
+		s.serveScan(fmt.Errorf("invalidate index stamp: %w", unstamp))
+		return nil
 	}
 	if err := s.repairIndex(); err != nil {
-		return s.serveScan(err)
+		s.serveScan(err)
+		return nil
 	}
 	s.scan, s.fresh, s.dirty = nil, true, true
 	return nil
@@ -271,21 +320,16 @@ func (s *Store) reconcile() error {
 
 // serveScan reports why the index is left as it is; the locked section
 // goes on from s.scan.
-func (s *Store) serveScan(err error) error {
+func (s *Store) serveScan(err error) {
 	s.logf("network directory %s: index not updated, serving this call from a scan of the leases: %v", s.dir, err)
-	return nil
 }
 
 // repairIndex makes the index list exactly the leases of s.scan.
 func (s *Store) repairIndex() error {
-	index := filepath.Join(s.dir, indexDir)
-	names, err := listNames(index)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.Mkdir(index, 0o755); err != nil {
-			return fmt.Errorf("create index: %w", err)
-		}
-		names, err = nil, nil
+	if err := os.MkdirAll(s.index, 0o755); err != nil {
+		return fmt.Errorf("create index: %w", err)
 	}
+	names, err := listNames(s.index)
 	if err != nil {
 		return err
 	}
@@ -294,15 +338,15 @@ func (s *Store) repairIndex() error {
 		if n == stampName {
 			continue
 		}
-		path := filepath.Join(index, n)
+		path := filepath.Join(s.index, n)
 		if !strings.HasPrefix(n, tmpPrefix) {
-			data, err := readSmall(path)
-			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			target, err := os.Readlink(path)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.EINVAL) {
 				return fmt.Errorf("read index entry: %w", err)
 			}
-			o, listed, derr := decodeEntry(data)
-			if err == nil && derr == nil && entryName(o) == n {
-				if want, ok := s.scan[o]; ok && !done[o] {
+			o, listed, derr := decodeEntry(n, target)
+			if err == nil && derr == nil {
+				if want, ok := s.scan[o]; ok {
 					done[o] = true
 					if !slices.Equal(sortedAddrs(want), listed) {
 						if err := s.writeEntry(o, want); err != nil {

@@ -67,30 +67,62 @@ func (l *fileLock) lock(ctx context.Context) error {
 func (l *fileLock) unlock() error { return l.flock(unix.LOCK_UN) }
 func (l *fileLock) close() error  { return l.f.Close() }
 
-// readSmall reads the whole file at path with three system calls, where
-// os.ReadFile takes six: a full scan reads every lease. O_NONBLOCK keeps a
-// FIFO named like a lease from blocking the scan.
+// readSmall reads the whole file at path; see dir.read.
 func readSmall(path string) ([]byte, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	return readAt(unix.AT_FDCWD, path)
+}
+
+// dir is an open directory whose files are read by name, without walking
+// the directory's path again for each.
+type dir struct {
+	f  *os.File
+	fd int
+}
+
+func openDir(path string) (*dir, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return nil, fmt.Errorf("open directory: %w", err)
+	}
+	return &dir{f: f, fd: int(f.Fd())}, nil
+}
+
+func (d *dir) names() ([]string, error) {
+	names, err := d.f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("list directory: %w", err)
+	}
+	return names, nil
+}
+
+func (d *dir) read(name string) ([]byte, error) { return readAt(d.fd, name) }
+func (d *dir) close() error                     { return d.f.Close() }
+
+// readAt reads the whole small file name, relative to the directory dirfd,
+// with three system calls where os.ReadFile takes six: reconciling reads
+// every lease. A read shorter than the buffer is taken for the end of the
+// file, as it is for a regular file on a local file system. O_NONBLOCK
+// keeps a FIFO named like a lease from blocking the scan.
+func readAt(dirfd int, name string) ([]byte, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: name, Err: err}
 	}
 	defer unix.Close(fd)
-	buf := make([]byte, 0, 256)
+	buf := make([]byte, 512)
+	n := 0
 	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		m, err := unix.Read(fd, buf[n:])
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+			return nil, &os.PathError{Op: "read", Path: name, Err: err}
 		}
-		if n == 0 {
-			return buf, nil
+		n += m
+		if n < len(buf) {
+			return buf[:n], nil
 		}
-		buf = buf[:len(buf)+n]
+		buf = append(buf, make([]byte, len(buf))...)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 )
 
@@ -21,4 +22,15 @@ func openLock(string) (*fileLock, error)     { return nil, errUnsupported() }
 func (*fileLock) lock(context.Context) error { return errUnsupported() }
 func (*fileLock) unlock() error              { return errUnsupported() }
 func (*fileLock) close() error               { return nil }
-func readSmall(path string) ([]byte, error)  { return os.ReadFile(path) }
+
+func readSmall(path string) ([]byte, error) { return os.ReadFile(path) }
+
+// dir is an open directory whose files are read by name.
+type dir struct{ path string }
+
+func openDir(path string) (*dir, error) { return &dir{path: path}, nil }
+
+func (d *dir) names() ([]string, error) { return listNames(d.path) }
+
+func (d *dir) read(name string) ([]byte, error) { return os.ReadFile(filepath.Join(d.path, name)) }
+func (d *dir) close() error                     { return nil }
