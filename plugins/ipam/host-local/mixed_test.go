@@ -74,6 +74,23 @@ func readIndex(t *testing.T, netDir string) (entries map[string][]string, curren
 	return entries, current
 }
 
+// checkOneEach asserts that no container holds two leases (the tests use
+// one range set and one interface) and returns every container's.
+func checkOneEach(t *testing.T, netDir string) map[string][]string {
+	t.Helper()
+	held := map[string][]string{}
+	for ip, content := range leaseContents(t, netDir) {
+		id, _, _ := strings.Cut(content, "\r\n")
+		held[id] = append(held[id], ip)
+	}
+	for id, ips := range held {
+		if len(ips) > 1 {
+			t.Errorf("%s holds %v, want at most one address", id, ips)
+		}
+	}
+	return held
+}
+
 // checkIndex asserts that the index of netDir lists exactly the lease
 // files, by owner, if it claims to be current. It reports whether it did.
 func checkIndex(t *testing.T, netDir string) bool {
@@ -209,16 +226,7 @@ func TestMixedWithReference(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	held := map[string][]string{}
-	for ip, content := range leaseContents(t, netDir) {
-		id, _, _ := strings.Cut(content, "\r\n")
-		held[id] = append(held[id], ip)
-	}
-	for id, ips := range held {
-		if len(ips) > 1 {
-			t.Errorf("%s holds %v after the random phase, want at most one address", id, ips)
-		}
-	}
+	held := checkOneEach(t, netDir)
 	t.Logf("%d of %d attachments hold an address after the random phase; index current: %v", len(held), ids, checkIndex(t, netDir))
 	// Both plugins find every lease, by the owner the file names.
 	for id := range held {

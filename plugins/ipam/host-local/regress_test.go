@@ -136,118 +136,105 @@ func TestNonUTF8InterfaceName(t *testing.T) {
 	}
 }
 
-// TestSkipsBadLeases puts a directory named like an address in the network
-// directory: every verb still works, leaves it alone and says so on stderr.
+// TestSkipsBadLeases puts a name like an address that is no readable lease
+// in the network directory, a directory or a lease file the plugin may not
+// read (as root, the plugin then runs as nobody): every verb still works,
+// leaves it alone, and the plugin says so on stderr; for the unreadable
+// file, on every verb, as each reads the directory again.
 func TestSkipsBadLeases(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dataDir := t.TempDir()
-	netDir := filepath.Join(dataDir, "bad")
-	ours := filepath.Join(binDir, "host-local")
-	stdin := netConf("bad", dataDir, "10.62.0.0/24", "")
-	if got := addAddr(ctx, t, invocation{bin: ours, id: "a", ifname: "eth0", stdin: stdin}); got != "10.62.0.2" {
-		t.Fatalf("ADD a got %s, want 10.62.0.2", got)
+	tests := []struct {
+		name          string
+		asNobody      bool
+		bad           func(t *testing.T, path string)
+		everyVerbSays bool
+	}{
+		{
+			name: "directory",
+			bad: func(t *testing.T, path string) {
+				if err := os.Mkdir(path, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+		{
+			name:     "unreadable file",
+			asNobody: os.Getuid() == 0,
+			bad: func(t *testing.T, path string) {
+				// Root's file, 0600: nobody may not read it.
+				if err := os.WriteFile(path, []byte("x\r\neth0"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if os.Getuid() != 0 {
+					if err := os.Chmod(path, 0); err != nil {
+						t.Fatal(err)
+					}
+				}
+			},
+			everyVerbSays: true,
+		},
 	}
-	if err := os.Mkdir(filepath.Join(netDir, "10.62.0.3"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	steps := []invocation{
-		{command: "ADD", id: "b"},
-		{command: "CHECK", id: "a"},
-		{command: "DEL", id: "a"},
-		{command: "STATUS"},
-		{command: "GC", id: "", stdin: netConf("bad", dataDir, "10.62.0.0/24", `"cni.dev/valid-attachments":[{"containerID":"b","ifname":"eth0"}],`)},
-		{command: "DEL", id: "b"},
-	}
-	var logged bool
-	for _, s := range steps {
-		s.bin, s.ifname = ours, "eth0"
-		if s.stdin == "" {
-			s.stdin = stdin
-		}
-		out, errOut, err := invoke(ctx, s)
-		if err != nil {
-			t.Fatalf("%s %s with a directory named 10.62.0.3: %v", s.command, s.id, err)
-		}
-		if s.command == "ADD" && !strings.Contains(string(out), "10.62.0.4/24") {
-			t.Errorf("ADD b printed %s, want 10.62.0.4 (10.62.0.3 is not free)", out)
-		}
-		logged = logged || strings.Contains(string(errOut), "10.62.0.3")
-	}
-	if !logged {
-		t.Error("no verb reported the directory named 10.62.0.3 on stderr")
-	}
-	if fi, err := os.Stat(filepath.Join(netDir, "10.62.0.3")); err != nil || !fi.IsDir() {
-		t.Errorf("directory 10.62.0.3 after the verbs: %v, %v", fi, err)
-	}
-	if diff := cmp.Diff([]string{"10.62.0.3"}, leaseFiles(t, netDir)); diff != "" {
-		t.Errorf("names like addresses left (-want +got):\n%s", diff)
-	}
-}
-
-// TestSkipsUnreadableLease puts a lease file the plugin may not read in
-// the network directory: every verb still works, leaves it alone and says
-// so on stderr. As root, the plugin runs as nobody to be denied the file.
-func TestSkipsUnreadableLease(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dataDir := t.TempDir()
-	netDir := filepath.Join(dataDir, "deny")
-	ours := filepath.Join(binDir, "host-local")
-	stdin := netConf("deny", dataDir, "10.66.0.0/24", "")
-	var cred *syscall.Credential
-	if os.Getuid() == 0 {
-		cred = &syscall.Credential{Uid: 65534, Gid: 65534}
-		// Let nobody reach and own the data directory.
-		for d := dataDir; d != filepath.Dir(d) && d != os.TempDir(); d = filepath.Dir(d) {
-			if err := os.Chmod(d, 0o755); err != nil {
-				t.Fatal(err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			dataDir := t.TempDir()
+			netDir := filepath.Join(dataDir, "bad")
+			ours := filepath.Join(binDir, "host-local")
+			stdin := netConf("bad", dataDir, "10.62.0.0/24", "")
+			var cred *syscall.Credential
+			if tt.asNobody {
+				cred = &syscall.Credential{Uid: 65534, Gid: 65534}
+				// Let nobody reach and own the network directory.
+				for d := dataDir; d != filepath.Dir(d) && d != os.TempDir(); d = filepath.Dir(d) {
+					if err := os.Chmod(d, 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := os.Chown(dataDir, 65534, 65534); err != nil {
+					t.Fatal(err)
+				}
 			}
-		}
-		if err := os.Mkdir(netDir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(netDir, 65534, 65534); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := addAddr(ctx, t, invocation{bin: ours, id: "a", ifname: "eth0", stdin: stdin, cred: cred}); got != "10.66.0.2" {
-		t.Fatalf("ADD a got %s, want 10.66.0.2", got)
-	}
-	secret := filepath.Join(netDir, "10.66.0.3")
-	if err := os.WriteFile(secret, []byte("x\r\neth0"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if cred == nil {
-		if err := os.Chmod(secret, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	steps := []invocation{
-		{command: "ADD", id: "b"},
-		{command: "CHECK", id: "a"},
-		{command: "DEL", id: "a"},
-		{command: "GC", stdin: netConf("deny", dataDir, "10.66.0.0/24", `"cni.dev/valid-attachments":[{"containerID":"b","ifname":"eth0"}],`)},
-		{command: "DEL", id: "b"},
-	}
-	for _, s := range steps {
-		s.bin, s.ifname, s.cred = ours, "eth0", cred
-		if s.stdin == "" {
-			s.stdin = stdin
-		}
-		out, errOut, err := invoke(ctx, s)
-		if err != nil {
-			t.Fatalf("%s %s with an unreadable lease 10.66.0.3: %v", s.command, s.id, err)
-		}
-		if s.command == "ADD" && !strings.Contains(string(out), "10.66.0.4/24") {
-			t.Errorf("ADD b printed %s, want 10.66.0.4 (10.66.0.3 is not free)", out)
-		}
-		if !strings.Contains(string(errOut), "skipping 10.66.0.3") {
-			t.Errorf("%s %s did not report the unreadable lease on stderr: %q", s.command, s.id, errOut)
-		}
-	}
-	if diff := cmp.Diff([]string{"10.66.0.3"}, leaseFiles(t, netDir)); diff != "" {
-		t.Errorf("leases left (-want +got):\n%s", diff)
+			if got := addAddr(ctx, t, invocation{bin: ours, id: "a", ifname: "eth0", stdin: stdin, cred: cred}); got != "10.62.0.2" {
+				t.Fatalf("ADD a got %s, want 10.62.0.2", got)
+			}
+			tt.bad(t, filepath.Join(netDir, "10.62.0.3"))
+			steps := []invocation{
+				{command: "ADD", id: "b"},
+				{command: "CHECK", id: "a"},
+				{command: "DEL", id: "a"},
+				{command: "STATUS"},
+				{command: "GC", stdin: netConf("bad", dataDir, "10.62.0.0/24", `"cni.dev/valid-attachments":[{"containerID":"b","ifname":"eth0"}],`)},
+				{command: "DEL", id: "b"},
+			}
+			var said bool
+			for _, s := range steps {
+				s.bin, s.ifname, s.cred = ours, "eth0", cred
+				if s.stdin == "" {
+					s.stdin = stdin
+				}
+				out, errOut, err := invoke(ctx, s)
+				if err != nil {
+					t.Fatalf("%s %s beside 10.62.0.3: %v", s.command, s.id, err)
+				}
+				if s.command == "ADD" && !strings.Contains(string(out), "10.62.0.4/24") {
+					t.Errorf("ADD b printed %s, want 10.62.0.4 (10.62.0.3 is not free)", out)
+				}
+				says := strings.Contains(string(errOut), "skipping 10.62.0.3")
+				if tt.everyVerbSays && !says && s.command != "STATUS" {
+					t.Errorf("%s %s did not report 10.62.0.3 on stderr: %q", s.command, s.id, errOut)
+				}
+				said = said || says
+			}
+			if !said {
+				t.Error("no verb reported 10.62.0.3 on stderr")
+			}
+			if _, err := os.Lstat(filepath.Join(netDir, "10.62.0.3")); err != nil {
+				t.Errorf("10.62.0.3 after the verbs: %v", err)
+			}
+			if diff := cmp.Diff([]string{"10.62.0.3"}, leaseFiles(t, netDir)); diff != "" {
+				t.Errorf("names like addresses left (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
