@@ -150,7 +150,7 @@ func profile(ctx context.Context, ours, ref *impl, containers []ns.NetNS, floor,
 	}
 
 	inProcDir := filepath.Join(tmp, ours.name, "ipam-in-process")
-	inProc, err := profileInProcess(containers, inProcDir)
+	inProc, err := profileInProcess(ctx, containers, inProcDir)
 	if err != nil {
 		return nil, err
 	}
@@ -279,10 +279,10 @@ func (p *Profile) breakdown(verb string, measured float64, alone string, parts [
 // plugin's process (package hostlocal), without a process start: ADD in
 // every container, then CHECK, then DEL, leasing from dataDir. It returns
 // ADD, CHECK and DEL.
-func profileInProcess(containers []ns.NetNS, dataDir string) ([3]Dist, error) {
+func profileInProcess(ctx context.Context, containers []ns.NetNS, dataDir string) ([3]Dist, error) {
 	var out [3]Dist
 	conf := map[string]any{"cniVersion": "1.0.0", "name": "bench-in-process", "ipam": ipamConf("10.131.0.0/16", dataDir)}
-	plugin := hostlocal.OnDisk()
+	plugin := hostlocal.OnDisk(nil)
 	prevs := make([][]byte, len(containers))
 	var ds [3][]time.Duration
 	for v, verb := range []string{"ADD", "CHECK", "DEL"} {
@@ -300,13 +300,13 @@ func profileInProcess(containers []ns.NetNS, dataDir string) ([3]Dist, error) {
 			switch verb {
 			case "ADD":
 				var r *current.Result
-				if r, err = plugin.AddResult(args); err == nil {
+				if r, err = plugin.AddResult(ctx, args); err == nil {
 					prevs[i], err = json.Marshal(r)
 				}
 			case "CHECK":
-				err = plugin.Check(args)
+				err = plugin.Check(ctx, args)
 			case "DEL":
-				err = plugin.Del(args)
+				err = plugin.Del(ctx, args)
 			}
 			ds[v] = append(ds[v], time.Since(start))
 			if err != nil {

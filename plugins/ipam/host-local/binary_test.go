@@ -29,13 +29,25 @@ func TestMain(m *testing.M) {
 	os.Exit(runTests(m))
 }
 
+// binDirEnv passes binDir to a test binary run again by a test, which then
+// does not build the plugin a second time.
+const binDirEnv = "HOSTLOCAL_TEST_BIN_DIR"
+
 func runTests(m *testing.M) int {
+	if binDir = os.Getenv(binDirEnv); binDir != "" {
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "host-local-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Tests may run the plugin as another user.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "host-local"), ".")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -135,7 +147,7 @@ func TestConcurrentProcesses(t *testing.T) {
 	if files := leaseFiles(t, netDir); len(files) != 0 {
 		t.Errorf("lease files left after DEL: %v", files)
 	}
-	entries, err := os.ReadDir(filepath.Join(netDir, ".index"))
+	entries, err := os.ReadDir(indexOf(netDir))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,23 +6,39 @@
 // It implements ADD, DEL, CHECK, GC, STATUS and VERSION (package hostlocal
 // does the work). It needs write access to its data directory (default
 // /var/lib/cni/networks) and no network privilege: it never touches a
-// network namespace.
+// network namespace. A verb that cannot take the network's lock within
+// verbTimeout fails with code 11 (try again later).
 package main
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/hostlocal"
 )
 
+// verbTimeout bounds one invocation, as the ipvlan plugin bounds its own.
+const verbTimeout = 2 * time.Minute
+
 func main() {
-	p := hostlocal.OnDisk()
+	ctx, cancel := context.WithTimeout(context.Background(), verbTimeout)
+	defer cancel()
+	p := hostlocal.OnDisk(func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "host-local: "+format+"\n", args...)
+	})
+	with := func(verb func(context.Context, *skel.CmdArgs) error) func(*skel.CmdArgs) error {
+		return func(args *skel.CmdArgs) error { return verb(ctx, args) }
+	}
 	skel.PluginMainFuncs(skel.CNIFuncs{
-		Add:    p.Add,
-		Del:    p.Del,
-		Check:  p.Check,
-		GC:     p.GC,
-		Status: p.Status,
+		Add:    with(p.Add),
+		Del:    with(p.Del),
+		Check:  with(p.Check),
+		GC:     with(p.GC),
+		Status: with(p.Status),
 	}, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "CNI host-local IPAM plugin")
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -27,9 +28,17 @@ func (i ipam) inProcess() bool {
 	return i.conf.IPAM.Type == bundledIPAM && !i.conf.IPAMExec
 }
 
+// hostLocal is the bundled host-local; what its store skips (a lease file
+// it cannot read) goes to stderr, the runtime's log, as the binary's does.
+func (i ipam) hostLocal() hostlocal.Plugin {
+	return hostlocal.OnDisk(func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "ipvlan: host-local: "+format+"\n", args...)
+	})
+}
+
 func (i ipam) add(ctx context.Context) (*current.Result, error) {
 	if i.inProcess() {
-		return hostlocal.OnDisk().AddResult(i.args)
+		return i.hostLocal().AddResult(ctx, i.args)
 	}
 	r, err := pluginexec.Add(ctx, i.conf.IPAM.Type, i.args.StdinData)
 	if err != nil {
@@ -44,21 +53,21 @@ func (i ipam) add(ctx context.Context) (*current.Result, error) {
 
 func (i ipam) del(ctx context.Context) error {
 	if i.inProcess() {
-		return hostlocal.OnDisk().Del(i.args)
+		return i.hostLocal().Del(ctx, i.args)
 	}
 	return i.exec(ctx, "DEL")
 }
 
 func (i ipam) check(ctx context.Context) error {
 	if i.inProcess() {
-		return hostlocal.OnDisk().Check(i.args)
+		return i.hostLocal().Check(ctx, i.args)
 	}
 	return i.exec(ctx, "CHECK")
 }
 
 func (i ipam) status(ctx context.Context) error {
 	if i.inProcess() {
-		return hostlocal.OnDisk().Status(i.args)
+		return i.hostLocal().Status(ctx, i.args)
 	}
 	if ok, err := i.has11(ctx); err != nil || !ok {
 		return err
@@ -68,7 +77,7 @@ func (i ipam) status(ctx context.Context) error {
 
 func (i ipam) gc(ctx context.Context) error {
 	if i.inProcess() {
-		return hostlocal.OnDisk().GC(i.args)
+		return i.hostLocal().GC(ctx, i.args)
 	}
 	if ok, err := i.has11(ctx); err != nil || !ok {
 		return err

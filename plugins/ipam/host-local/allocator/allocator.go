@@ -6,12 +6,14 @@
 package allocator
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/big"
 	"net/netip"
 	"slices"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store"
 )
@@ -79,11 +81,11 @@ func New(st store.Store, sets []RangeSet) *Allocator {
 	return &Allocator{store: st, sets: sets}
 }
 
-// withLock runs fn holding the store's lock. An Unlock error is dropped:
-// every store step leaves it consistent, and the store repairs its own
-// bookkeeping on the next lock.
-func (a *Allocator) withLock(fn func() error) error {
-	if err := a.store.Lock(); err != nil {
+// withLock runs fn holding the store's lock, waiting for it until ctx is
+// done. An Unlock error is dropped: every store step leaves it consistent,
+// and the store repairs its own bookkeeping on the next lock.
+func (a *Allocator) withLock(ctx context.Context, fn func() error) error {
+	if err := a.store.Lock(ctx); err != nil {
 		return fmt.Errorf("lock store: %w", err)
 	}
 	defer func() { _ = a.store.Unlock() }()
@@ -94,9 +96,9 @@ func (a *Allocator) withLock(fn func() error) error {
 // a range set index to the address wanted from it; other sets are served
 // round-robin from their last reserved address. On error nothing stays
 // leased.
-func (a *Allocator) Allocate(owner store.Attachment, requested map[int]netip.Addr) ([]Allocation, error) {
+func (a *Allocator) Allocate(ctx context.Context, owner store.Attachment, requested map[int]netip.Addr) ([]Allocation, error) {
 	var out []Allocation
-	err := a.withLock(func() (err error) {
+	err := a.withLock(ctx, func() (err error) {
 		held, err := a.lookup(owner)
 		if err != nil {
 			return err
@@ -197,9 +199,9 @@ func (a *Allocator) lookup(owner store.Attachment) ([]netip.Addr, error) {
 }
 
 // Lookup returns the addresses leased to owner.
-func (a *Allocator) Lookup(owner store.Attachment) ([]netip.Addr, error) {
+func (a *Allocator) Lookup(ctx context.Context, owner store.Attachment) ([]netip.Addr, error) {
 	var ips []netip.Addr
-	err := a.withLock(func() (err error) {
+	err := a.withLock(ctx, func() (err error) {
 		ips, err = a.lookup(owner)
 		return err
 	})
@@ -209,9 +211,9 @@ func (a *Allocator) Lookup(owner store.Attachment) ([]netip.Addr, error) {
 // Release removes every lease of owner and returns the released addresses.
 // Like the reference plugin, it falls back to legacy leases of the container
 // when owner holds none. Nothing to release is not an error.
-func (a *Allocator) Release(owner store.Attachment) ([]netip.Addr, error) {
+func (a *Allocator) Release(ctx context.Context, owner store.Attachment) ([]netip.Addr, error) {
 	var ips []netip.Addr
-	err := a.withLock(func() (err error) {
+	err := a.withLock(ctx, func() (err error) {
 		ips, err = a.store.Release(owner)
 		if err != nil {
 			return fmt.Errorf("release leases of %q %q: %w", owner.ContainerID, owner.IfName, err)
@@ -229,8 +231,11 @@ func (a *Allocator) Release(owner store.Attachment) ([]netip.Addr, error) {
 
 // GC releases every lease whose owner is not in valid and returns the
 // released leases. A legacy lease, which names only a container, stays when
-// any valid attachment belongs to that container.
-func (a *Allocator) GC(valid []store.Attachment) ([]store.Lease, error) {
+// any valid attachment belongs to that container. A lease whose owner is
+// not valid UTF-8 stays too: valid comes from JSON, which cannot carry such
+// a name, so GC cannot know whether the runtime still uses it (DEL
+// releases it).
+func (a *Allocator) GC(ctx context.Context, valid []store.Attachment) ([]store.Lease, error) {
 	keep := make(map[store.Attachment]bool, len(valid))
 	containers := make(map[string]bool, len(valid))
 	for _, v := range valid {
@@ -239,13 +244,14 @@ func (a *Allocator) GC(valid []store.Attachment) ([]store.Lease, error) {
 		containers[v.ContainerID] = true
 	}
 	var released []store.Lease
-	err := a.withLock(func() error {
+	err := a.withLock(ctx, func() error {
 		leases, err := a.store.Leases()
 		if err != nil {
 			return fmt.Errorf("list leases: %w", err)
 		}
 		for _, l := range leases {
-			if keep[l.Owner] || (l.Owner.IfName == "" && l.Owner.ContainerID != "" && containers[l.Owner.ContainerID]) {
+			if keep[l.Owner] || (l.Owner.IfName == "" && l.Owner.ContainerID != "" && containers[l.Owner.ContainerID]) ||
+				!utf8.ValidString(l.Owner.ContainerID) || !utf8.ValidString(l.Owner.IfName) {
 				continue
 			}
 			ok, err := a.store.ReleaseIP(l.IP, l.Owner)
@@ -263,8 +269,8 @@ func (a *Allocator) GC(valid []store.Attachment) ([]store.Lease, error) {
 
 // Status returns an *ExhaustedError for the first range set without a free
 // address, or nil when every set can serve an ADD.
-func (a *Allocator) Status() error {
-	return a.withLock(func() error {
+func (a *Allocator) Status(ctx context.Context) error {
+	return a.withLock(ctx, func() error {
 		ips, err := a.store.Reserved()
 		if err != nil {
 			return fmt.Errorf("list leases: %w", err)

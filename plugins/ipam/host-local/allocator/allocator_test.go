@@ -31,11 +31,12 @@ func allocated(allocs []Allocation) []string {
 }
 
 func TestAllocateRoundRobin(t *testing.T) {
+	ctx := t.Context()
 	st := store.NewFake()
 	a := New(st, []RangeSet{{mustRange(t, "10.0.0.0/29", "", "", "")}})
 	var got []string
 	for i := range 5 {
-		allocs, err := a.Allocate(att(fmt.Sprint("c", i)), nil)
+		allocs, err := a.Allocate(ctx, att(fmt.Sprint("c", i)), nil)
 		if err != nil {
 			t.Fatalf("Allocate #%d: %v", i, err)
 		}
@@ -50,7 +51,7 @@ func TestAllocateRoundRobin(t *testing.T) {
 	}
 
 	// The pool is full: the next one fails naming the set.
-	_, err := a.Allocate(att("c5"), nil)
+	_, err := a.Allocate(ctx, att("c5"), nil)
 	var ex *ExhaustedError
 	if !errors.As(err, &ex) || ex.Set != 0 {
 		t.Fatalf("Allocate on a full pool = %v, want *ExhaustedError for set 0", err)
@@ -61,20 +62,20 @@ func TestAllocateRoundRobin(t *testing.T) {
 
 	// Release c1 (10.0.0.3); round robin continues after .6, wraps, and
 	// finds .3, not the lowest free address first.
-	if _, err := a.Release(att("c1")); err != nil {
+	if _, err := a.Release(ctx, att("c1")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Release(att("c3")); err != nil {
+	if _, err := a.Release(ctx, att("c3")); err != nil {
 		t.Fatal(err)
 	}
-	allocs, err := a.Allocate(att("c6"), nil)
+	allocs, err := a.Allocate(ctx, att("c6"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]string{"0:10.0.0.3/29 gw 10.0.0.1"}, allocated(allocs)); diff != "" {
 		t.Errorf("after release (-want +got):\n%s", diff)
 	}
-	allocs, err = a.Allocate(att("c7"), nil)
+	allocs, err = a.Allocate(ctx, att("c7"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +88,7 @@ func TestAllocateRoundRobin(t *testing.T) {
 }
 
 func TestAllocate(t *testing.T) {
+	ctx := t.Context()
 	v4 := func(t *testing.T) RangeSet { return RangeSet{mustRange(t, "10.0.0.0/29", "", "", "")} }
 	v6 := func(t *testing.T) RangeSet { return RangeSet{mustRange(t, "fd00::/125", "", "", "")} }
 	tests := []struct {
@@ -182,7 +184,7 @@ func TestAllocate(t *testing.T) {
 			for i, ip := range tt.requested {
 				req[i] = netip.MustParseAddr(ip)
 			}
-			allocs, err := New(st, tt.sets(t)).Allocate(att("me"), req)
+			allocs, err := New(st, tt.sets(t)).Allocate(ctx, att("me"), req)
 			if st.Locked() {
 				t.Error("store left locked")
 			}
@@ -206,6 +208,7 @@ func TestAllocate(t *testing.T) {
 }
 
 func TestReleaseAndLookup(t *testing.T) {
+	ctx := t.Context()
 	st := store.NewFake()
 	st.Add(netip.MustParseAddr("10.0.0.2"), att("a"))
 	st.Add(netip.MustParseAddr("fd00::2"), att("a"))
@@ -213,7 +216,7 @@ func TestReleaseAndLookup(t *testing.T) {
 	st.Add(netip.MustParseAddr("10.0.0.4"), store.Attachment{ContainerID: "old"})
 	a := New(st, []RangeSet{{mustRange(t, "10.0.0.0/24", "", "", "")}})
 
-	got, err := a.Lookup(att("a"))
+	got, err := a.Lookup(ctx, att("a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +234,7 @@ func TestReleaseAndLookup(t *testing.T) {
 		{store.NewAttachment("a", "net1"), addrs("10.0.0.3")},
 	}
 	for _, tt := range tests {
-		got, err := a.Release(tt.owner)
+		got, err := a.Release(ctx, tt.owner)
 		if err != nil {
 			t.Fatalf("Release(%v): %v", tt.owner, err)
 		}
@@ -245,6 +248,7 @@ func TestReleaseAndLookup(t *testing.T) {
 }
 
 func TestGC(t *testing.T) {
+	ctx := t.Context()
 	st := store.NewFake()
 	st.Add(netip.MustParseAddr("10.0.0.2"), att("keep"))
 	st.Add(netip.MustParseAddr("10.0.0.3"), att("gone"))
@@ -252,13 +256,17 @@ func TestGC(t *testing.T) {
 	st.Add(netip.MustParseAddr("10.0.0.5"), store.Attachment{ContainerID: "keep"})
 	st.Add(netip.MustParseAddr("10.0.0.6"), store.Attachment{ContainerID: "gone"})
 	st.Add(netip.MustParseAddr("10.0.0.7"), store.Attachment{})
+	// Not valid UTF-8: valid attachments (JSON) cannot name it; it stays.
+	st.Add(netip.MustParseAddr("10.0.0.8"), store.NewAttachment("gone", "e\xff"))
+	st.Add(netip.MustParseAddr("10.0.0.9"), store.NewAttachment("gone", "e\uFFFD"))
 	a := New(st, []RangeSet{{mustRange(t, "10.0.0.0/24", "", "", "")}})
-	if _, err := a.GC([]store.Attachment{store.NewAttachment(" keep ", "eth0")}); err != nil {
+	if _, err := a.GC(ctx, []store.Attachment{store.NewAttachment(" keep ", "eth0")}); err != nil {
 		t.Fatal(err)
 	}
 	want := map[netip.Addr]store.Attachment{
 		netip.MustParseAddr("10.0.0.2"): att("keep"),
 		netip.MustParseAddr("10.0.0.5"): {ContainerID: "keep"},
+		netip.MustParseAddr("10.0.0.8"): store.NewAttachment("gone", "e\xff"),
 	}
 	if diff := cmp.Diff(want, st.Snapshot()); diff != "" {
 		t.Errorf("after GC (-want +got):\n%s", diff)
@@ -266,13 +274,14 @@ func TestGC(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
+	ctx := t.Context()
 	sets := []RangeSet{
 		{mustRange(t, "10.0.0.0/24", "", "", "")},
 		{mustRange(t, "10.1.0.0/29", "", "", "")},
 	}
 	st := store.NewFake()
 	a := New(st, sets)
-	if err := a.Status(); err != nil {
+	if err := a.Status(ctx); err != nil {
 		t.Fatalf("Status on an empty store: %v", err)
 	}
 	for i := 2; i <= 6; i++ {
@@ -280,15 +289,15 @@ func TestStatus(t *testing.T) {
 	}
 	// A lease outside the ranges does not count.
 	st.Add(netip.MustParseAddr("10.1.0.7"), att("bcast"))
-	err := a.Status()
+	err := a.Status(ctx)
 	var ex *ExhaustedError
 	if !errors.As(err, &ex) || ex.Set != 1 {
 		t.Fatalf("Status on a full set = %v, want *ExhaustedError for set 1", err)
 	}
-	if _, err := a.Release(att("4")); err != nil {
+	if _, err := a.Release(ctx, att("4")); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Status(); err != nil {
+	if err := a.Status(ctx); err != nil {
 		t.Errorf("Status with one free address: %v", err)
 	}
 }

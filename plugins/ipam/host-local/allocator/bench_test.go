@@ -16,6 +16,7 @@ import (
 // release against the on-disk store, with 100 and with 50,000 leases
 // already in one /16. The cost must not grow with the number of leases.
 func BenchmarkAllocateRelease(b *testing.B) {
+	ctx := b.Context()
 	subnet := netip.MustParsePrefix("10.10.0.0/16")
 	sets := []allocator.RangeSet{{{
 		Subnet:     subnet,
@@ -44,23 +45,23 @@ func BenchmarkAllocateRelease(b *testing.B) {
 			if err := os.WriteFile(filepath.Join(dir, "last_reserved_ip.0"), []byte(last.String()), 0o600); err != nil {
 				b.Fatal(err)
 			}
-			st, err := disk.New(dataDir, "bench")
+			st, err := disk.New(dataDir, "bench", b.Logf)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer st.Close()
 			al := allocator.New(st, sets)
 			// The first use builds the index once, from a full scan.
-			if _, err := al.Lookup(store.NewAttachment("warm-up", "eth0")); err != nil {
+			if _, err := al.Lookup(ctx, store.NewAttachment("warm-up", "eth0")); err != nil {
 				b.Fatal(err)
 			}
 			i := 0
 			for b.Loop() {
 				owner := store.NewAttachment(fmt.Sprintf("bench-%d", i), "eth0")
-				if _, err := al.Allocate(owner, nil); err != nil {
+				if _, err := al.Allocate(ctx, owner, nil); err != nil {
 					b.Fatal(err)
 				}
-				released, err := al.Release(owner)
+				released, err := al.Release(ctx, owner)
 				if err != nil || len(released) != 1 {
 					b.Fatalf("Release = %v, %v", released, err)
 				}

@@ -7,6 +7,7 @@
 package hostlocal
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -34,18 +35,21 @@ const (
 	errAlreadyLeased uint = 101
 )
 
-// Plugin carries the host-local verbs, each taking the arguments skel
-// passes a plugin. Open returns the lease store of a network; Out receives
-// printed results (os.Stdout when nil).
+// Plugin carries the host-local verbs, each taking a context that bounds
+// the wait for the network's lock and the arguments skel passes a plugin.
+// Open returns the lease store of a network; Out receives printed results
+// (os.Stdout when nil).
 type Plugin struct {
 	Open func(dataDir, network string) (store.Store, error)
 	Out  io.Writer
 }
 
 // OnDisk is the plugin with its leases on disk, in the reference format.
-func OnDisk() Plugin {
+// logf receives a line for every lease file the store skips, and for a
+// call served from a scan because the index could not be written.
+func OnDisk(logf func(format string, args ...any)) Plugin {
 	return Plugin{Open: func(dataDir, network string) (store.Store, error) {
-		return disk.New(dataDir, network)
+		return disk.New(dataDir, network, logf)
 	}}
 }
 
@@ -72,6 +76,9 @@ func cniError(err error) *types.Error {
 	switch {
 	case errors.As(err, &te):
 		return te
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// Another process holds the network's lock (a hung plugin, say).
+		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
 	case errors.As(err, &ex):
 		// The pool frees up as containers go: the runtime may retry.
 		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
@@ -96,8 +103,8 @@ func (p Plugin) print(r types.Result) error {
 
 // Add leases one address per range set and prints the result in the
 // config's cniVersion.
-func (p Plugin) Add(args *skel.CmdArgs) error {
-	return p.add(args, func(c *Config, result *current.Result) error {
+func (p Plugin) Add(ctx context.Context, args *skel.CmdArgs) error {
+	return p.add(ctx, args, func(c *Config, result *current.Result) error {
 		out, err := result.GetAsVersion(c.CNIVersion)
 		if err != nil {
 			return types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("convert result to cniVersion %q: %v", c.CNIVersion, err), "")
@@ -112,9 +119,9 @@ func (p Plugin) Add(args *skel.CmdArgs) error {
 // AddResult leases like Add and returns the result, in the current result
 // version, instead of printing it: for a plugin that runs host-local in its
 // own process.
-func (p Plugin) AddResult(args *skel.CmdArgs) (*current.Result, error) {
+func (p Plugin) AddResult(ctx context.Context, args *skel.CmdArgs) (*current.Result, error) {
 	var res *current.Result
-	err := p.add(args, func(_ *Config, result *current.Result) error {
+	err := p.add(ctx, args, func(_ *Config, result *current.Result) error {
 		res = result
 		return nil
 	})
@@ -123,7 +130,7 @@ func (p Plugin) AddResult(args *skel.CmdArgs) (*current.Result, error) {
 
 // add leases the addresses and hands the result to emit; when emit fails
 // the leases are released.
-func (p Plugin) add(args *skel.CmdArgs, emit func(*Config, *current.Result) error) error {
+func (p Plugin) add(ctx context.Context, args *skel.CmdArgs, emit func(*Config, *current.Result) error) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -140,21 +147,21 @@ func (p Plugin) add(args *skel.CmdArgs, emit func(*Config, *current.Result) erro
 	}
 	owner := store.NewAttachment(args.ContainerID, args.IfName)
 	return p.withAllocator(c, func(a *allocator.Allocator) error {
-		return allocate(a, owner, requested, result, func() error { return emit(c, result) })
+		return allocate(ctx, a, owner, requested, result, func() error { return emit(c, result) })
 	})
 }
 
 // allocate leases the addresses, fills result and calls emit; on any
 // failure after the leases were taken it releases them.
-func allocate(a *allocator.Allocator, owner store.Attachment, requested map[int]netip.Addr, result *current.Result, emit func() error) (err error) {
-	allocs, err := a.Allocate(owner, requested)
+func allocate(ctx context.Context, a *allocator.Allocator, owner store.Attachment, requested map[int]netip.Addr, result *current.Result, emit func() error) (err error) {
+	allocs, err := a.Allocate(ctx, owner, requested)
 	if err != nil {
 		return cniError(err)
 	}
 	// From here a failure must not leave the leases behind.
 	defer func() {
 		if err != nil {
-			if _, rerr := a.Release(owner); rerr != nil {
+			if _, rerr := a.Release(ctx, owner); rerr != nil {
 				err = types.NewError(types.ErrIOFailure, fmt.Sprintf("%v; release leases: %v", err, rerr), "")
 			}
 		}
@@ -169,23 +176,23 @@ func allocate(a *allocator.Allocator, owner store.Attachment, requested map[int]
 	return emit()
 }
 
-// del releases every lease of the attachment; none is success.
-func (p Plugin) Del(args *skel.CmdArgs) error {
+// Del releases every lease of the attachment; none is success.
+func (p Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
 	return p.withAllocator(c, func(a *allocator.Allocator) error {
-		if _, err := a.Release(store.NewAttachment(args.ContainerID, args.IfName)); err != nil {
+		if _, err := a.Release(ctx, store.NewAttachment(args.ContainerID, args.IfName)); err != nil {
 			return cniError(err)
 		}
 		return nil
 	})
 }
 
-// check verifies that the attachment holds a lease for every address of
+// Check verifies that the attachment holds a lease for every address of
 // prevResult, or for at least one address when there is no prevResult.
-func (p Plugin) Check(args *skel.CmdArgs) error {
+func (p Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -197,7 +204,7 @@ func (p Plugin) Check(args *skel.CmdArgs) error {
 	owner := store.NewAttachment(args.ContainerID, args.IfName)
 	var held []netip.Addr
 	if err := p.withAllocator(c, func(a *allocator.Allocator) (err error) {
-		held, err = a.Lookup(owner)
+		held, err = a.Lookup(ctx, owner)
 		return err
 	}); err != nil {
 		return cniError(err)
@@ -225,10 +232,10 @@ func (p Plugin) Check(args *skel.CmdArgs) error {
 	return nil
 }
 
-// gc releases every lease whose attachment is not in
+// GC releases every lease whose attachment is not in
 // cni.dev/valid-attachments. Without that key it refuses, rather than
 // release every lease.
-func (p Plugin) GC(args *skel.CmdArgs) error {
+func (p Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -237,20 +244,20 @@ func (p Plugin) GC(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInvalidNetworkConfig, "cni.dev/valid-attachments is missing: refusing to release every lease", "")
 	}
 	return p.withAllocator(c, func(a *allocator.Allocator) error {
-		if _, err := a.GC(c.ValidAttachments); err != nil {
+		if _, err := a.GC(ctx, c.ValidAttachments); err != nil {
 			return cniError(err)
 		}
 		return nil
 	})
 }
 
-// status fails with code 50 when a range set has no free address.
-func (p Plugin) Status(args *skel.CmdArgs) error {
+// Status fails with code 50 when a range set has no free address.
+func (p Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
-	err = p.withAllocator(c, func(a *allocator.Allocator) error { return a.Status() })
+	err = p.withAllocator(c, func(a *allocator.Allocator) error { return a.Status(ctx) })
 	var ex *allocator.ExhaustedError
 	if errors.As(err, &ex) {
 		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("network %q: %v", c.Name, err), "")

@@ -2,6 +2,7 @@ package hostlocal
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/netip"
@@ -53,7 +54,7 @@ func TestAddResultVersions(t *testing.T) {
 		t.Run(tt.version, func(t *testing.T) {
 			var out bytes.Buffer
 			p := fakePlugin(store.NewFake(), &out)
-			if err := p.Add(cmdArgs("c1", versionConf(tt.version, ipam), "")); err != nil {
+			if err := p.Add(context.Background(), cmdArgs("c1", versionConf(tt.version, ipam), "")); err != nil {
 				t.Fatal(err)
 			}
 			var got, want any
@@ -77,7 +78,7 @@ func TestAddDNS(t *testing.T) {
 	}
 	var out bytes.Buffer
 	p := fakePlugin(store.NewFake(), &out)
-	if err := p.Add(cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24","resolvConf":"`+path+`"}`), "")); err != nil {
+	if err := p.Add(context.Background(), cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24","resolvConf":"`+path+`"}`), "")); err != nil {
 		t.Fatal(err)
 	}
 	var got struct {
@@ -113,38 +114,38 @@ func TestCommandErrors(t *testing.T) {
 		{
 			name: "pool exhausted",
 			st:   full,
-			run:  func(p Plugin) error { return p.Add(cmdArgs("c1", small, "")) },
+			run:  func(p Plugin) error { return p.Add(context.Background(), cmdArgs("c1", small, "")) },
 			code: 11, msg: "range set 0 (10.1.0.1-10.1.0.2) has no free address",
 		},
 		{
 			name: "requested address taken",
 			st:   full,
-			run:  func(p Plugin) error { return p.Add(cmdArgs("c1", small, "IP=10.1.0.2")) },
+			run:  func(p Plugin) error { return p.Add(context.Background(), cmdArgs("c1", small, "IP=10.1.0.2")) },
 			code: 11, msg: "requested address 10.1.0.2 in range set 0 is already leased",
 		},
 		{
 			name: "requested gateway",
 			st:   store.NewFake,
-			run:  func(p Plugin) error { return p.Add(cmdArgs("c1", small, "IP=10.1.0.1")) },
+			run:  func(p Plugin) error { return p.Add(context.Background(), cmdArgs("c1", small, "IP=10.1.0.1")) },
 			code: 7, msg: `CNI_ARGS IP "10.1.0.1" is the gateway of ipam`,
 		},
 		{
 			name: "requested address outside the ranges",
 			st:   store.NewFake,
-			run:  func(p Plugin) error { return p.Add(cmdArgs("c1", small, "IP=10.9.0.1")) },
+			run:  func(p Plugin) error { return p.Add(context.Background(), cmdArgs("c1", small, "IP=10.9.0.1")) },
 			code: 7, msg: `CNI_ARGS IP "10.9.0.1" is outside every range`,
 		},
 		{
 			name: "second ADD without DEL",
 			st:   full,
-			run:  func(p Plugin) error { return p.Add(cmdArgs("other", small, "")) },
+			run:  func(p Plugin) error { return p.Add(context.Background(), cmdArgs("other", small, "")) },
 			code: 101, msg: `container "other" interface "eth0" already holds 10.1.0.2 in range set 0`,
 		},
 		{
 			name: "second range set exhausted releases the first",
 			st:   full,
 			run: func(p Plugin) error {
-				return p.Add(cmdArgs("c1", conf(`{"ranges":[[{"subnet":"10.2.0.0/24"}],[{"subnet":"10.1.0.0/30"}]]}`), ""))
+				return p.Add(context.Background(), cmdArgs("c1", conf(`{"ranges":[[{"subnet":"10.2.0.0/24"}],[{"subnet":"10.1.0.0/30"}]]}`), ""))
 			},
 			code: 11, msg: "range set 1 (10.1.0.1-10.1.0.2) has no free address",
 			after: map[netip.Addr]store.Attachment{netip.MustParseAddr("10.1.0.2"): store.NewAttachment("other", "eth0")},
@@ -153,21 +154,21 @@ func TestCommandErrors(t *testing.T) {
 			name: "missing resolv.conf",
 			st:   store.NewFake,
 			run: func(p Plugin) error {
-				return p.Add(cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24","resolvConf":"/nonexistent/resolv.conf"}`), ""))
+				return p.Add(context.Background(), cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24","resolvConf":"/nonexistent/resolv.conf"}`), ""))
 			},
 			code: 5, msg: `ipam.resolvConf "/nonexistent/resolv.conf": open /nonexistent/resolv.conf: no such file or directory`,
 		},
 		{
 			name: "CHECK without lease",
 			st:   store.NewFake,
-			run:  func(p Plugin) error { return p.Check(cmdArgs("c1", small, "")) },
+			run:  func(p Plugin) error { return p.Check(context.Background(), cmdArgs("c1", small, "")) },
 			code: 100, msg: `container "c1" interface "eth0" holds no lease in network "net1"`,
 		},
 		{
 			name: "CHECK with an address not leased",
 			st:   full,
 			run: func(p Plugin) error {
-				return p.Check(cmdArgs("other", conf(`{"subnet":"10.1.0.0/30"}`,
+				return p.Check(context.Background(), cmdArgs("other", conf(`{"subnet":"10.1.0.0/30"}`,
 					`"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"10.1.0.2/30"},{"address":"10.1.0.1/30"}]}`), ""))
 			},
 			code: 100, msg: `prevResult address 10.1.0.1 is not leased to container "other" interface "eth0" in network "net1"`,
@@ -175,13 +176,13 @@ func TestCommandErrors(t *testing.T) {
 		{
 			name: "GC without valid attachments",
 			st:   full,
-			run:  func(p Plugin) error { return p.GC(cmdArgs("", small, "")) },
+			run:  func(p Plugin) error { return p.GC(context.Background(), cmdArgs("", small, "")) },
 			code: 7, msg: "cni.dev/valid-attachments is missing: refusing to release every lease",
 		},
 		{
 			name: "STATUS of a full pool",
 			st:   full,
-			run:  func(p Plugin) error { return p.Status(cmdArgs("", small, "")) },
+			run:  func(p Plugin) error { return p.Status(context.Background(), cmdArgs("", small, "")) },
 			code: 50, msg: `network "net1": range set 0 (10.1.0.1-10.1.0.2) has no free address`,
 		},
 		{
@@ -189,7 +190,7 @@ func TestCommandErrors(t *testing.T) {
 			st:   store.NewFake,
 			run: func(p Plugin) error {
 				p.Open = func(string, string) (store.Store, error) { return nil, errors.New("permission denied") }
-				return p.Del(cmdArgs("c1", small, ""))
+				return p.Del(context.Background(), cmdArgs("c1", small, ""))
 			},
 			code: 5, msg: `open lease store of network "net1" in dataDir "/var/lib/cni/networks": permission denied`,
 		},
@@ -217,24 +218,24 @@ func TestLifecycle(t *testing.T) {
 	var out bytes.Buffer
 	p := fakePlugin(st, &out)
 	c := conf(`{"subnet":"10.1.0.0/24"}`)
-	if err := p.Add(cmdArgs("c1", c, "")); err != nil {
+	if err := p.Add(context.Background(), cmdArgs("c1", c, "")); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Add(cmdArgs("c2", c, "IP=10.1.0.77")); err != nil {
+	if err := p.Add(context.Background(), cmdArgs("c2", c, "IP=10.1.0.77")); err != nil {
 		t.Fatal(err)
 	}
 	withPrev := conf(`{"subnet":"10.1.0.0/24"}`, `"prevResult":{"cniVersion":"1.1.0","ips":[{"address":"10.1.0.77/24"}]}`)
-	if err := p.Check(cmdArgs("c2", withPrev, "")); err != nil {
+	if err := p.Check(context.Background(), cmdArgs("c2", withPrev, "")); err != nil {
 		t.Errorf("CHECK c2: %v", err)
 	}
-	if err := p.Check(cmdArgs("c1", c, "")); err != nil {
+	if err := p.Check(context.Background(), cmdArgs("c1", c, "")); err != nil {
 		t.Errorf("CHECK c1 without prevResult: %v", err)
 	}
-	if err := p.Status(cmdArgs("", c, "")); err != nil {
+	if err := p.Status(context.Background(), cmdArgs("", c, "")); err != nil {
 		t.Errorf("STATUS: %v", err)
 	}
 	gc := conf(`{"subnet":"10.1.0.0/24"}`, `"cni.dev/valid-attachments":[{"containerID":"c2","ifname":"eth0"}]`)
-	if err := p.GC(cmdArgs("", gc, "")); err != nil {
+	if err := p.GC(context.Background(), cmdArgs("", gc, "")); err != nil {
 		t.Fatal(err)
 	}
 	want := map[netip.Addr]store.Attachment{netip.MustParseAddr("10.1.0.77"): store.NewAttachment("c2", "eth0")}
@@ -242,7 +243,7 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("after GC (-want +got):\n%s", diff)
 	}
 	for range 2 { // DEL is idempotent
-		if err := p.Del(cmdArgs("c2", c, "")); err != nil {
+		if err := p.Del(context.Background(), cmdArgs("c2", c, "")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -287,7 +288,7 @@ func TestAddUndoesOnLateFailure(t *testing.T) {
 			} else {
 				p.Out = &bytes.Buffer{}
 			}
-			err := p.Add(cmdArgs("c1", tt.stdin, ""))
+			err := p.Add(context.Background(), cmdArgs("c1", tt.stdin, ""))
 			checkCNIError(t, err, tt.code, tt.msg)
 			if n := len(st.Snapshot()); n != 0 {
 				t.Errorf("%d leases left after a failed ADD", n)
@@ -302,7 +303,7 @@ func TestAddResult(t *testing.T) {
 	st := store.NewFake()
 	var out bytes.Buffer
 	p := fakePlugin(st, &out)
-	res, err := p.AddResult(cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24"}`), ""))
+	res, err := p.AddResult(context.Background(), cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24"}`), ""))
 	if err != nil {
 		t.Fatalf("AddResult: %v", err)
 	}
@@ -312,10 +313,10 @@ func TestAddResult(t *testing.T) {
 	if out.Len() != 0 {
 		t.Errorf("AddResult printed %q", out.String())
 	}
-	if err := p.Del(cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24"}`), "")); err != nil {
+	if err := p.Del(context.Background(), cmdArgs("c1", conf(`{"subnet":"10.1.0.0/24"}`), "")); err != nil {
 		t.Fatalf("Del: %v", err)
 	}
-	if _, err := p.AddResult(cmdArgs("c2", conf(`{"subnet":"10.1.0.0/24"}`), "")); err != nil {
+	if _, err := p.AddResult(context.Background(), cmdArgs("c2", conf(`{"subnet":"10.1.0.0/24"}`), "")); err != nil {
 		t.Fatalf("AddResult after Del: %v", err)
 	}
 }

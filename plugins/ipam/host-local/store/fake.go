@@ -1,7 +1,9 @@
 package store
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 )
@@ -44,8 +46,12 @@ func (f *Fake) Snapshot() map[netip.Addr]Attachment {
 // Locked reports whether the lock is held.
 func (f *Fake) Locked() bool { return f.locked }
 
-// Lock implements Store.
-func (f *Fake) Lock() error {
+// Lock implements Store. A done ctx fails it, as a lock that stays held
+// would.
+func (f *Fake) Lock(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("lock held: %w", err)
+	}
 	if f.locked {
 		return errors.New("lock already held")
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 )
@@ -23,10 +24,10 @@ func TestFakeEnforcesLocking(t *testing.T) {
 			t.Errorf("%s without the lock succeeded", name)
 		}
 	}
-	if err := f.Lock(); err != nil {
+	if err := f.Lock(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Lock(); err == nil {
+	if err := f.Lock(context.Background()); err == nil {
 		t.Error("second Lock succeeded")
 	}
 	for name, call := range calls {

@@ -6,6 +6,7 @@
 package store
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 )
@@ -37,8 +38,9 @@ type Lease struct {
 // Every method but Lock and Close must be called between Lock and Unlock;
 // the lock serialises all plugin processes that share the network.
 type Store interface {
-	// Lock takes the store's exclusive lock, waiting for other holders.
-	Lock() error
+	// Lock takes the store's exclusive lock, waiting for other holders
+	// until ctx is done; it then returns an error wrapping ctx.Err().
+	Lock(ctx context.Context) error
 	// Unlock releases the lock. An error leaves the store consistent.
 	Unlock() error
 	// Close releases resources; a held lock is released.

@@ -49,6 +49,7 @@ func listDir(t *testing.T, dir string) []string {
 }
 
 func TestReadsReferenceDirectory(t *testing.T) {
+	ctx := t.Context()
 	dataDir := referenceDir(t, map[string]string{
 		"10.1.0.2":           "c1\r\neth0",
 		"10.1.0.3":           "c2\r\neth0",
@@ -58,7 +59,7 @@ func TestReadsReferenceDirectory(t *testing.T) {
 		"last_reserved_ip.0": "10.1.0.5",
 		"last_reserved_ip.1": "fd00::2",
 	})
-	s, err := New(dataDir, "net")
+	s, err := New(dataDir, "net", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,14 +70,14 @@ func TestReadsReferenceDirectory(t *testing.T) {
 	}
 	a := allocator.New(s, sets)
 
-	got, err := a.Lookup(owner("c1"))
+	got, err := a.Lookup(ctx, owner("c1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(ips("10.1.0.2", "fd00::2"), got, addrCmp); diff != "" {
 		t.Errorf("Lookup(c1, eth0) (-want +got):\n%s", diff)
 	}
-	got, err = a.Lookup(owner("c3"))
+	got, err = a.Lookup(ctx, owner("c3"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func TestReadsReferenceDirectory(t *testing.T) {
 	}
 
 	// Allocation continues round robin after the reference's last address.
-	allocs, err := a.Allocate(owner("c4"), nil)
+	allocs, err := a.Allocate(ctx, owner("c4"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,12 +99,12 @@ func TestReadsReferenceDirectory(t *testing.T) {
 	}
 
 	for _, o := range []store.Attachment{owner("c1"), owner("c3"), store.NewAttachment("c1", "net1")} {
-		if _, err := a.Release(o); err != nil {
+		if _, err := a.Release(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want := []string{".index", "10.1.0.3", "10.1.0.6", "fd00::3", "last_reserved_ip.0", "last_reserved_ip.1", "lock"}
-	if diff := cmp.Diff(want, listDir(t, s.Dir())); diff != "" {
+	want := []string{"10.1.0.3", "10.1.0.6", "fd00::3", "last_reserved_ip.0", "last_reserved_ip.1", "lock"}
+	if diff := cmp.Diff(want, listDir(t, s.dir)); diff != "" {
 		t.Errorf("directory after release (-want +got):\n%s", diff)
 	}
 	checkConsistent(t, s)
@@ -121,11 +122,8 @@ func TestWritesReferenceFormat(t *testing.T) {
 		"lock":               "",
 	}
 	got := map[string]string{}
-	for _, name := range listDir(t, s.Dir()) {
-		if name == indexDir {
-			continue
-		}
-		path := filepath.Join(s.Dir(), name)
+	for _, name := range listDir(t, s.dir) {
+		path := filepath.Join(s.dir, name)
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
@@ -181,21 +179,21 @@ func TestReferenceSeesOnlyLeases(t *testing.T) {
 		reserve(t, s, o, netip.AddrFrom4([4]byte{10, 0, 0, byte(2 + i)}).String(), "0")
 	}
 	for i, o := range owners {
-		want := []string{filepath.Join(s.Dir(), netip.AddrFrom4([4]byte{10, 0, 0, byte(2 + i)}).String())}
-		if diff := cmp.Diff(want, referenceMatch(t, s.Dir(), o.ContainerID, o.IfName)); diff != "" {
+		want := []string{filepath.Join(s.dir, netip.AddrFrom4([4]byte{10, 0, 0, byte(2 + i)}).String())}
+		if diff := cmp.Diff(want, referenceMatch(t, s.dir, o.ContainerID, o.IfName)); diff != "" {
 			t.Errorf("reference lookup of %+v (-want +got):\n%s", o, diff)
 		}
 	}
 	// Legacy fallback: a bare ID matches none of our files either.
 	for _, id := range []string{"# host-local index entry v1", "net", "lock", ".index"} {
-		if got := referenceMatch(t, s.Dir(), id, "none"); len(got) > 0 {
+		if got := referenceMatch(t, s.dir, id, "none"); len(got) > 0 {
 			t.Errorf("reference lookup of %q matched %v", id, got)
 		}
 	}
 
 	// The reference plugin releases c1 by deleting its lease file; our
 	// index must notice.
-	for _, p := range referenceMatch(t, s.Dir(), "c1", "eth0") {
+	for _, p := range referenceMatch(t, s.dir, "c1", "eth0") {
 		if err := os.Remove(p); err != nil {
 			t.Fatal(err)
 		}

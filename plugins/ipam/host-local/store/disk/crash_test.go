@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -26,7 +27,7 @@ func TestMain(m *testing.M) {
 // deferred cleanup and the lock released by the kernel, on reaching the
 // point at: as if killed there.
 func crashChild(dataDir, op, at string) int {
-	s, err := New(dataDir, "net")
+	s, err := New(dataDir, "net", nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -36,7 +37,7 @@ func crashChild(dataDir, op, at string) int {
 			os.Exit(crashExit)
 		}
 	}
-	if err := s.Lock(); err != nil {
+	if err := s.Lock(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -73,7 +74,7 @@ func TestCrashSafety(t *testing.T) {
 	}{
 		{
 			op: "reserve",
-			points: []string{"reserve:entry-written", "reserve:lease-temp-written", "reserve:lease-created",
+			points: []string{"reserve:lease-temp-written", "reserve:entry-written", "reserve:lease-created",
 				"reserve:done", "stamp:start", "stamp:mtime-set"},
 			after: func(t *testing.T, s *Store) {
 				locked(t, s, func() {
@@ -123,10 +124,10 @@ func TestCrashSafety(t *testing.T) {
 		},
 		{
 			op:     "rebuild",
-			points: []string{"rebuild:new-index-written", "rebuild:old-index-retired", "stamp:mtime-set"},
+			points: []string{"reconcile:entry-written", "reconcile:entry-removed", "stamp:mtime-set"},
 			after: func(t *testing.T, s *Store) {
 				locked(t, s, func() {
-					for id, want := range map[string][]string{"a": {"10.0.0.2", "10.0.0.3"}, "c": {"10.0.0.9"}} {
+					for id, want := range map[string][]string{"a": {"10.0.0.2", "10.0.0.3"}, "b": nil, "c": {"10.0.0.9"}} {
 						got, err := s.Lookup(owner(id))
 						if err != nil {
 							t.Fatal(err)
@@ -147,12 +148,16 @@ func TestCrashSafety(t *testing.T) {
 				reserve(t, s, owner("a"), "10.0.0.3", "0")
 				reserve(t, s, owner("b"), "10.0.0.4", "0")
 				if tt.op == "rebuild" {
-					// The reference plugin adds a lease: the index is stale.
-					writeReferenceLease(t, s.Dir(), "10.0.0.9", "c\r\neth0")
+					// The reference plugin adds a lease and releases b's:
+					// the index is stale.
+					writeReferenceLease(t, s.dir, "10.0.0.9", "c\r\neth0")
+					if err := os.Remove(filepath.Join(s.dir, "10.0.0.4")); err != nil {
+						t.Fatal(err)
+					}
 				}
 				cmd := exec.Command(os.Args[0], "-test.run=^$")
 				cmd.Env = append(os.Environ(),
-					"HOSTLOCAL_CRASH_DATADIR="+filepath.Dir(s.Dir()),
+					"HOSTLOCAL_CRASH_DATADIR="+filepath.Dir(s.dir),
 					"HOSTLOCAL_CRASH_OP="+tt.op,
 					"HOSTLOCAL_CRASH_AT="+point)
 				out, err := cmd.CombinedOutput()

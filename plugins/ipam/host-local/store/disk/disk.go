@@ -1,38 +1,60 @@
 // Package disk is the on-disk store of the host-local IPAM plugin. Leases are
 // kept in the reference host-local plugin's format, so either implementation
-// reads, releases and allocates around the other's leases. An index beside
-// them finds an attachment's leases without reading every lease file.
+// reads, releases and allocates around the other's leases. An index of
+// their owners finds an attachment's leases without reading every lease
+// file.
 //
-// Layout of <dataDir>/<network>/:
+// Layout of <dataDir>/<network>/, as the reference plugin keeps it:
 //
 //	lock                  flock(2) lock file, shared with the reference plugin
 //	<ip>                  one lease; content "<containerID>\r\n<ifname>"
 //	last_reserved_ip.<N>  last address reserved from range set N
-//	.index/<owner>        index entry: the addresses leased to one attachment
-//	.index/stamp          the network directory's mtime the index matches
+//
+// and of the index, <dataDir>/.host-local-index/<network>/, outside the
+// directory the reference plugin walks and reads file by file:
+//
+//	<owner>  index entry: a symbolic link naming the addresses leased to
+//	         one attachment
+//	stamp    the network directory's mtime the index matches
+//
+// A lease takes one inode and its owner's index entry another (a symbolic
+// link without a data block), so the store uses two inodes for an
+// attachment with one address, where the reference uses one.
 //
 // Invariants, all kept under the lock:
 //
-//   - An index entry is written (temp file + rename) before its lease is
-//     created and rewritten or removed only after its lease is removed, so a
-//     lease always has an entry. An entry may name an address whose lease is
-//     gone or belongs to someone else; entries are verified against the lease
-//     files on every use.
-//   - Leases are created whole: the content goes to a temp file that is
-//     hard-linked to the lease name, which fails if the name exists.
+//   - A lease's content is first written to a temp file in the network
+//     directory; then its owner's index entry is replaced (symlink + rename)
+//     to list the address; then the temp file is hard-linked to the lease
+//     name, which fails if the name exists, so a lease appears whole or not
+//     at all. An entry is rewritten or removed only after its lease is
+//     removed. So a lease always has an entry. An entry may name an address
+//     whose lease is gone or belongs to someone else; entries are verified
+//     against the lease files on every use. A file system without hard
+//     links cannot hold the store.
 //   - After changing the directory, Unlock sets the directory's mtime one
 //     nanosecond back and records the result in the stamp. Any later change
 //     by another program stamps the directory with the current time, which
 //     differs from the record even within one clock tick, so the index is
-//     rebuilt by a full scan before its next use. A crash before the stamp
-//     is written has the same effect.
+//     reconciled with the lease files before its next use. A crash before
+//     the stamp is written has the same effect; every step that can leave
+//     the index short of the leases (the temp file above, a lease's removal)
+//     changes the network directory first.
 //
-// The reference plugin walks the whole directory, subdirectories included,
-// and reads every file; index entries and stamps start with '#', which no
-// container ID does, so it never takes them for leases.
+// Reconciling reads every lease and every entry, as the reference plugin
+// reads every file on each of its verbs, and writes only the entries that
+// differ. When it cannot write (a full file system), the store serves the
+// rest of the locked section from what it read and leaves the index alone:
+// DEL and CHECK need no free space. A name like an address that is not a
+// readable lease (a directory, a file the plugin may not read) is skipped
+// and reported through the store's log function.
+//
+// Earlier versions kept the index in <network>/.index, where the reference
+// plugin read every entry on each of its verbs; reconciling removes it.
 package disk
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -41,6 +63,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store"
 )
@@ -61,12 +84,19 @@ var errNotLocked = errors.New("store used without holding its lock")
 // Store is the on-disk store of one network. It is not safe for concurrent
 // use by goroutines; processes are serialised by its file lock.
 type Store struct {
-	dir  string
-	lock *fileLock
+	dir   string // the network directory
+	index string // the network's index directory
+	lock  *fileLock
+	logf  func(format string, args ...any)
 
 	locked bool // the file lock is held
-	fresh  bool // the index was verified or rebuilt under the current lock
+	fresh  bool // the index was verified or reconciled under the current lock
 	dirty  bool // the directory changed under the current lock
+	// scan, when not nil, holds every readable lease by owner, read under
+	// the current lock because the index could not be trusted or
+	// repaired; the index is then left alone until the next lock.
+	scan     map[store.Attachment][]netip.Addr
+	reported map[string]bool // names already reported as skipped
 
 	// step, when set, is called at named points of every operation. Tests
 	// use it to kill the process between two writes; it is nil otherwise.
@@ -76,8 +106,9 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // New opens the store of network under dataDir (DefaultDataDir when empty),
-// creating its directory and lock file when missing.
-func New(dataDir, network string) (*Store, error) {
+// creating its directory and lock file when missing. logf receives one line
+// per lease file the store skips (nil discards them).
+func New(dataDir, network string, logf func(format string, args ...any)) (*Store, error) {
 	if dataDir == "" {
 		dataDir = DefaultDataDir
 	}
@@ -92,11 +123,12 @@ func New(dataDir, network string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{dir: dir, lock: lk}, nil
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	index := filepath.Join(dataDir, indexRoot, network)
+	return &Store{dir: dir, index: index, lock: lk, logf: logf, reported: map[string]bool{}}, nil
 }
-
-// Dir returns the network's directory.
-func (s *Store) Dir() string { return s.dir }
 
 func (s *Store) hit(point string) {
 	if s.step != nil {
@@ -105,16 +137,16 @@ func (s *Store) hit(point string) {
 }
 
 // Lock implements store.Store.
-func (s *Store) Lock() error {
-	if err := s.lock.lock(); err != nil {
+func (s *Store) Lock(ctx context.Context) error {
+	if err := s.lock.lock(ctx); err != nil {
 		return fmt.Errorf("lock %s: %w", s.dir, err)
 	}
-	s.locked, s.fresh, s.dirty = true, false, false
+	s.locked, s.fresh, s.dirty, s.scan = true, false, false, nil
 	return nil
 }
 
 // Unlock implements store.Store. It records the index stamp when the
-// directory changed; if that fails the next user rebuilds the index.
+// directory changed; if that fails the next user reconciles the index.
 func (s *Store) Unlock() error {
 	if !s.locked {
 		return errNotLocked
@@ -123,7 +155,7 @@ func (s *Store) Unlock() error {
 	if s.dirty && s.fresh {
 		err = s.writeStamp()
 	}
-	s.locked, s.fresh, s.dirty = false, false, false
+	s.locked, s.fresh, s.dirty, s.scan = false, false, false, nil
 	return errors.Join(err, s.lock.unlock())
 }
 
@@ -133,13 +165,13 @@ func (s *Store) Close() error {
 	return s.lock.close()
 }
 
-// ready checks the lock is held and the index may be trusted, rebuilding it
-// once per lock when it may not.
+// ready checks the lock is held and the index may be trusted, reconciling
+// it once per lock when it may not.
 func (s *Store) ready() error {
 	if !s.locked {
 		return errNotLocked
 	}
-	if s.fresh {
+	if s.fresh || s.scan != nil {
 		return nil
 	}
 	ok, err := s.stampMatches()
@@ -147,9 +179,7 @@ func (s *Store) ready() error {
 		return err
 	}
 	if !ok {
-		if err := s.rebuild(); err != nil {
-			return fmt.Errorf("rebuild index: %w", err)
-		}
+		return s.reconcile()
 	}
 	s.fresh = true
 	return nil
@@ -166,7 +196,8 @@ func leaseContent(o store.Attachment) string {
 }
 
 // parseOwner reads a lease the way the reference plugin matches it: trimmed,
-// "<id>\r\n<ifname>", or only "<id>" when written by old versions.
+// "<id>\r\n<ifname>", or only "<id>" when written by old versions. The
+// bytes are kept as they are, valid UTF-8 or not.
 func parseOwner(data []byte) store.Attachment {
 	v := strings.TrimSpace(string(data))
 	id, ifname, ok := strings.Cut(v, lineBreak)
@@ -186,11 +217,24 @@ func leaseName(name string) (netip.Addr, bool) {
 	return ip, true
 }
 
+// errNotLease marks a name like an address that cannot be a lease, such as
+// a directory: it stays so until the network directory changes.
+var errNotLease = errors.New("not a lease file")
+
 // owner returns who holds the lease of ip, and false when it is not leased.
+// A name that is not a readable lease is an error: errNotLease for a
+// directory, the read error otherwise.
 func (s *Store) owner(ip netip.Addr) (store.Attachment, bool, error) {
-	data, err := os.ReadFile(s.leasePath(ip))
+	return parseLease(readSmall(s.leasePath(ip)))
+}
+
+// parseLease is owner for a lease file read as data, err.
+func parseLease(data []byte, err error) (store.Attachment, bool, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return store.Attachment{}, false, nil
+	}
+	if errors.Is(err, syscall.EISDIR) {
+		return store.Attachment{}, false, fmt.Errorf("%w: %w", errNotLease, err)
 	}
 	if err != nil {
 		return store.Attachment{}, false, fmt.Errorf("read lease: %w", err)
@@ -198,27 +242,42 @@ func (s *Store) owner(ip netip.Addr) (store.Attachment, bool, error) {
 	return parseOwner(data), true, nil
 }
 
+// skip reports, once per store, a name like an address that is not a
+// readable lease. The address stays out of use: its name is taken.
+func (s *Store) skip(ip netip.Addr, err error) {
+	if s.reported[ip.String()] {
+		return
+	}
+	s.reported[ip.String()] = true
+	s.logf("network directory %s: skipping %s, which is not a readable lease: %v", s.dir, ip, err)
+}
+
 // held returns the addresses the index lists for o whose lease files name
 // o, and whether the entry also lists addresses that fail that check.
+// Under a scan it returns what the scan read.
 func (s *Store) held(o store.Attachment) (ips []netip.Addr, stale bool, err error) {
+	if s.scan != nil {
+		return slices.Clone(s.scan[o]), false, nil
+	}
 	listed, err := s.readEntry(o)
 	if errors.Is(err, errCorruptEntry) {
-		if err := s.rebuild(); err != nil {
-			return nil, false, fmt.Errorf("rebuild index: %w", err)
+		if err := s.reconcile(); err != nil {
+			return nil, false, err
 		}
-		listed, err = s.readEntry(o)
+		return s.held(o)
 	}
 	if err != nil {
 		return nil, false, err
 	}
 	for _, ip := range listed {
 		got, ok, err := s.owner(ip)
-		if err != nil {
-			return nil, false, err
-		}
-		if ok && got == o {
+		switch {
+		case err != nil:
+			// Unknown owner: keep the address listed, it may be o's.
+			s.skip(ip, err)
+		case ok && got == o:
 			ips = append(ips, ip)
-		} else {
+		default:
 			stale = true
 		}
 	}
@@ -241,16 +300,28 @@ func (s *Store) Reserve(o store.Attachment, ip netip.Addr, rangeID string) (bool
 		return false, err
 	}
 	s.dirty = true
-	if err := s.writeEntry(o, append(slices.Clone(before), ip)); err != nil {
+	// The lease's content goes to a temp file first. It changes the
+	// network directory, so that a crash before the lease is linked
+	// leaves the index unstamped: the next user removes the temp file
+	// and the entry written below.
+	tmp, err := s.tempFile(s.dir, []byte(leaseContent(o)))
+	if err != nil {
 		return false, err
 	}
-	s.hit("reserve:entry-written")
-	created, err := s.createLease(path, leaseContent(o))
-	if err != nil || !created {
-		if uerr := s.writeEntry(o, before); uerr != nil {
-			err = errors.Join(err, uerr)
+	defer os.Remove(tmp)
+	s.hit("reserve:lease-temp-written")
+	// undo puts the entry back; under a scan the index is not kept.
+	undo := func() error { return nil }
+	if s.scan == nil {
+		if err := s.writeEntry(o, append(slices.Clone(before), ip)); err != nil {
+			return false, err
 		}
-		return false, err
+		undo = func() error { return s.writeEntry(o, before) }
+	}
+	s.hit("reserve:entry-written")
+	created, err := linkLease(tmp, path)
+	if err != nil || !created {
+		return false, errors.Join(err, undo())
 	}
 	s.hit("reserve:lease-created")
 	last := filepath.Join(s.dir, lastReservedPrefix+rangeID)
@@ -260,49 +331,27 @@ func (s *Store) Reserve(o store.Attachment, ip netip.Addr, rangeID string) (bool
 		if rerr := os.Remove(path); rerr != nil {
 			return false, errors.Join(err, rerr)
 		}
-		return false, errors.Join(err, s.writeEntry(o, before))
+		return false, errors.Join(err, undo())
+	}
+	if s.scan != nil {
+		s.scan[o] = append(s.scan[o], ip)
 	}
 	s.hit("reserve:done")
 	return true, nil
 }
 
-// createLease creates the lease file at path holding content, whole or not
-// at all, and reports false when path exists.
-func (s *Store) createLease(path, content string) (bool, error) {
-	tmp, err := s.tempFile(s.dir, []byte(content))
-	if err != nil {
-		return false, err
-	}
-	s.hit("reserve:lease-temp-written")
-	err = os.Link(tmp, path)
-	// A temp file left behind by a crash here is removed by the next
-	// rebuild, which the unrecorded directory change triggers.
-	_ = os.Remove(tmp)
+// linkLease creates the lease file at path as a hard link to the temp file
+// tmp, so that it appears whole or not at all, and reports false when path
+// exists. A file system without hard links cannot hold the store.
+func linkLease(tmp, path string) (bool, error) {
+	err := os.Link(tmp, path)
 	switch {
 	case err == nil:
 		return true, nil
 	case errors.Is(err, fs.ErrExist):
 		return false, nil
 	}
-	// The file system has no hard links: fall back to an exclusive create,
-	// which a crash between create and write can leave empty (as the
-	// reference plugin can); GC releases such an ownerless lease.
-	f, ferr := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(ferr, fs.ErrExist) {
-		return false, nil
-	}
-	if ferr != nil {
-		return false, fmt.Errorf("create lease: %w", errors.Join(err, ferr))
-	}
-	_, werr := f.WriteString(content)
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		_ = os.Remove(path)
-		return false, fmt.Errorf("write lease: %w", werr)
-	}
-	return true, nil
+	return false, fmt.Errorf("create lease: %w", err)
 }
 
 // LastReservedIP implements store.Store. A missing or unreadable record is
@@ -335,7 +384,8 @@ func (s *Store) Lookup(o store.Attachment) ([]netip.Addr, error) {
 }
 
 // Release implements store.Store. Leases go first and the entry last, so a
-// crash in between leaves only an entry naming missing leases.
+// crash in between leaves only an entry naming missing leases. Removing
+// files needs no free space, so neither does Release.
 func (s *Store) Release(o store.Attachment) ([]netip.Addr, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
@@ -359,6 +409,10 @@ func (s *Store) Release(o store.Attachment) ([]netip.Addr, error) {
 		}
 		s.hit("release:lease-removed")
 	}
+	if s.scan != nil {
+		delete(s.scan, o)
+		return ips, nil
+	}
 	if err := s.writeEntry(o, nil); err != nil {
 		return nil, err
 	}
@@ -379,6 +433,10 @@ func (s *Store) ReleaseIP(ip netip.Addr, o store.Attachment) (bool, error) {
 		return false, fmt.Errorf("remove lease: %w", err)
 	}
 	s.hit("release-ip:lease-removed")
+	if s.scan != nil {
+		s.scan[o] = slices.DeleteFunc(s.scan[o], func(a netip.Addr) bool { return a == ip })
+		return true, nil
+	}
 	rest, _, err := s.held(o)
 	if err != nil {
 		return true, err
@@ -388,14 +446,18 @@ func (s *Store) ReleaseIP(ip netip.Addr, o store.Attachment) (bool, error) {
 
 // names lists the network directory.
 func (s *Store) names() ([]string, error) {
-	f, err := os.Open(s.dir)
+	return listNames(s.dir)
+}
+
+func listNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
 	if err != nil {
-		return nil, fmt.Errorf("open network directory: %w", err)
+		return nil, fmt.Errorf("open directory: %w", err)
 	}
 	defer f.Close()
 	names, err := f.Readdirnames(-1)
 	if err != nil {
-		return nil, fmt.Errorf("list network directory: %w", err)
+		return nil, fmt.Errorf("list directory: %w", err)
 	}
 	return names, nil
 }
@@ -419,7 +481,8 @@ func (s *Store) Reserved() ([]netip.Addr, error) {
 	return ips, nil
 }
 
-// Leases implements store.Store; it reads every lease file.
+// Leases implements store.Store; it reads every lease file and skips, and
+// reports, those it cannot read.
 func (s *Store) Leases() ([]store.Lease, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
@@ -432,7 +495,8 @@ func (s *Store) Leases() ([]store.Lease, error) {
 	for _, ip := range ips {
 		o, ok, err := s.owner(ip)
 		if err != nil {
-			return nil, err
+			s.skip(ip, err)
+			continue
 		}
 		if ok {
 			out = append(out, store.Lease{IP: ip, Owner: o})

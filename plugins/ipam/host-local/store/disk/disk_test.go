@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"context"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -30,7 +31,7 @@ func owner(id string) store.Attachment { return store.NewAttachment(id, "eth0") 
 
 func newStore(t testing.TB) *Store {
 	t.Helper()
-	s, err := New(t.TempDir(), "net")
+	s, err := New(t.TempDir(), "net", t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func newStore(t testing.TB) *Store {
 // locked runs fn holding the lock.
 func locked(t testing.TB, s *Store, fn func()) {
 	t.Helper()
-	if err := s.Lock(); err != nil {
+	if err := s.Lock(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	fn()
@@ -142,7 +143,7 @@ func TestUnlockedUseFails(t *testing.T) {
 
 func TestNewRejectsBadNetworkNames(t *testing.T) {
 	for _, name := range []string{"", ".", "..", "a/b", `a\b`} {
-		if _, err := New(t.TempDir(), name); err == nil {
+		if _, err := New(t.TempDir(), name, nil); err == nil {
 			t.Errorf("New(%q) succeeded", name)
 		}
 	}
@@ -188,45 +189,63 @@ func TestLongContainerID(t *testing.T) {
 func TestIndexRebuild(t *testing.T) {
 	tests := []struct {
 		name   string
-		damage func(t *testing.T, dir string)
+		damage func(t *testing.T, s *Store)
 		want   map[string][]netip.Addr // lookups after the damage
 	}{
 		{
 			name:   "index missing",
-			damage: func(t *testing.T, dir string) { os.RemoveAll(filepath.Join(dir, indexDir)) },
+			damage: func(t *testing.T, s *Store) { os.RemoveAll(s.index) },
 			want:   map[string][]netip.Addr{"a": ips("10.0.0.2"), "b": ips("10.0.0.3")},
 		},
 		{
 			name:   "stamp missing",
-			damage: func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, indexDir, stampName)) },
+			damage: func(t *testing.T, s *Store) { os.Remove(filepath.Join(s.index, stampName)) },
 			want:   map[string][]netip.Addr{"a": ips("10.0.0.2"), "b": ips("10.0.0.3")},
 		},
 		{
 			name: "stamp garbage",
-			damage: func(t *testing.T, dir string) {
-				os.WriteFile(filepath.Join(dir, indexDir, stampName), []byte("junk"), 0o600)
+			damage: func(t *testing.T, s *Store) {
+				os.WriteFile(filepath.Join(s.index, stampName), []byte("junk"), 0o600)
 			},
 			want: map[string][]netip.Addr{"a": ips("10.0.0.2"), "b": ips("10.0.0.3")},
 		},
 		{
 			name: "reference plugin added a lease",
-			damage: func(t *testing.T, dir string) {
-				writeReferenceLease(t, dir, "10.0.0.7", "c\r\neth0")
+			damage: func(t *testing.T, s *Store) {
+				writeReferenceLease(t, s.dir, "10.0.0.7", "c\r\neth0")
 			},
 			want: map[string][]netip.Addr{"a": ips("10.0.0.2"), "c": ips("10.0.0.7")},
 		},
 		{
 			name: "reference plugin released a lease and another took the address",
-			damage: func(t *testing.T, dir string) {
-				os.Remove(filepath.Join(dir, "10.0.0.2"))
-				writeReferenceLease(t, dir, "10.0.0.2", "c\r\neth0")
+			damage: func(t *testing.T, s *Store) {
+				os.Remove(filepath.Join(s.dir, "10.0.0.2"))
+				writeReferenceLease(t, s.dir, "10.0.0.2", "c\r\neth0")
 			},
 			want: map[string][]netip.Addr{"a": nil, "c": ips("10.0.0.2")},
 		},
 		{
 			name: "corrupt entry",
-			damage: func(t *testing.T, dir string) {
-				os.WriteFile(filepath.Join(dir, indexDir, entryName(owner("a"))), []byte("{"), 0o600)
+			damage: func(t *testing.T, s *Store) {
+				os.Remove(s.entryPath(owner("a")))
+				os.WriteFile(s.entryPath(owner("a")), []byte("10.0.0.2"), 0o600)
+			},
+			want: map[string][]netip.Addr{"a": ips("10.0.0.2"), "b": ips("10.0.0.3")},
+		},
+		{
+			name: "entry naming garbage",
+			damage: func(t *testing.T, s *Store) {
+				os.Remove(s.entryPath(owner("a")))
+				os.Symlink("10.0.0.2,junk", s.entryPath(owner("a")))
+			},
+			want: map[string][]netip.Addr{"a": ips("10.0.0.2"), "b": ips("10.0.0.3")},
+		},
+		{
+			name: "index of an earlier version in the network directory",
+			damage: func(t *testing.T, s *Store) {
+				old := filepath.Join(s.dir, ".index")
+				os.Mkdir(old, 0o755)
+				os.WriteFile(filepath.Join(old, "a+eth0"), []byte("# host-local index entry v1\n{}"), 0o600)
 			},
 			want: map[string][]netip.Addr{"a": ips("10.0.0.2"), "b": ips("10.0.0.3")},
 		},
@@ -236,7 +255,7 @@ func TestIndexRebuild(t *testing.T) {
 			s := newStore(t)
 			reserve(t, s, owner("a"), "10.0.0.2", "0")
 			reserve(t, s, owner("b"), "10.0.0.3", "0")
-			tt.damage(t, s.Dir())
+			tt.damage(t, s)
 			locked(t, s, func() {
 				for id, want := range tt.want {
 					got, err := s.Lookup(owner(id))
@@ -262,7 +281,7 @@ func TestStaleWithinOneClockTick(t *testing.T) {
 	var ours time.Time // the mtime of our last change, before the stamp
 	s.step = func(point string) {
 		if point == "stamp:start" {
-			fi, err := os.Stat(s.Dir())
+			fi, err := os.Stat(s.dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -273,8 +292,8 @@ func TestStaleWithinOneClockTick(t *testing.T) {
 		a := netip.AddrFrom4([4]byte{10, 0, 0, byte(2 + 2*i)})
 		reserve(t, s, owner("ours"), a.String(), "0")
 		theirs := a.Next()
-		writeReferenceLease(t, s.Dir(), theirs.String(), "theirs\r\neth0")
-		if err := os.Chtimes(s.Dir(), time.Time{}, ours); err != nil {
+		writeReferenceLease(t, s.dir, theirs.String(), "theirs\r\neth0")
+		if err := os.Chtimes(s.dir, time.Time{}, ours); err != nil {
 			t.Fatal(err)
 		}
 		locked(t, s, func() {
@@ -290,7 +309,8 @@ func TestStaleWithinOneClockTick(t *testing.T) {
 }
 
 // checkConsistent asserts that the index, once the store has checked it,
-// lists every lease under its owner and that no temp file is left.
+// lists every lease under its owner and no owner without a lease, and that
+// no temp file is left.
 func checkConsistent(t testing.TB, s *Store) {
 	t.Helper()
 	locked(t, s, func() {
@@ -308,12 +328,30 @@ func checkConsistent(t testing.TB, s *Store) {
 			}
 		}
 	})
-	for _, n := range []string{indexNew, indexOld} {
-		if _, err := os.Stat(filepath.Join(s.Dir(), n)); err == nil {
-			t.Errorf("%s left behind", n)
+	// And the index holds no entry of an owner without a lease.
+	owners := map[string]bool{stampName: true}
+	locked(t, s, func() {
+		leases, err := s.Leases()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range leases {
+			owners[entryName(l.Owner)] = true
+		}
+	})
+	if _, err := os.Stat(filepath.Join(s.dir, ".index")); err == nil {
+		t.Error("index of an earlier version left in the network directory")
+	}
+	names, err := listNames(s.index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if !owners[n] {
+			t.Errorf("index entry %s left without a lease", n)
 		}
 	}
-	for _, d := range []string{s.Dir(), filepath.Join(s.Dir(), indexDir)} {
+	for _, d := range []string{s.dir, s.index} {
 		names, _ := filepath.Glob(filepath.Join(d, tmpPrefix+"*"))
 		if len(names) > 0 {
 			t.Errorf("temp files left: %v", names)
@@ -327,7 +365,7 @@ func TestReserveUndoesOnFailure(t *testing.T) {
 	s := newStore(t)
 	reserve(t, s, owner("a"), "10.0.0.2", "0")
 	// A directory where the last-reserved record goes: replacing it fails.
-	if err := os.Mkdir(filepath.Join(s.Dir(), lastReservedPrefix+"1"), 0o755); err != nil {
+	if err := os.Mkdir(filepath.Join(s.dir, lastReservedPrefix+"1"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	locked(t, s, func() {
@@ -349,7 +387,7 @@ func TestReserveUndoesOnFailure(t *testing.T) {
 			t.Errorf("index entry after failed Reserve (-want +got):\n%s", diff)
 		}
 	})
-	if _, err := os.Stat(filepath.Join(s.Dir(), "10.0.0.3")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(s.dir, "10.0.0.3")); !os.IsNotExist(err) {
 		t.Errorf("lease file of the failed reservation exists: %v", err)
 	}
 	checkConsistent(t, s)
