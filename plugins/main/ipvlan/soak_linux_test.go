@@ -211,10 +211,11 @@ func TestIntegrationConcurrentAddDel(t *testing.T) {
 	}
 }
 
-// indexEntries lists the files of host-local's index but its stamp.
+// indexEntries lists the entries of host-local's index of the network
+// (<dataDir>/.host-local-index/<network>/) but its stamp.
 func (f *netFixture) indexEntries() []string {
 	f.t.Helper()
-	entries, err := os.ReadDir(filepath.Join(f.leaseDir(), ".index"))
+	entries, err := os.ReadDir(filepath.Join(f.dataDir, ".host-local-index", testNet))
 	if os.IsNotExist(err) {
 		return nil
 	}
