@@ -196,6 +196,9 @@ func TestIntegrationConcurrentAddDel(t *testing.T) {
 	if got := f.leases(); len(got) != n {
 		t.Errorf("%d leases after %d ADDs, want %d", len(got), n, n)
 	}
+	if got := f.indexEntries(); len(got) != n { // and so indexEntries looks in the right place
+		t.Errorf("%d index entries after %d ADDs, want %d", len(got), n, n)
+	}
 	for i, c := range containers {
 		wg.Go(func() { errs[i] = f.del(l, c.rt()) })
 	}
