@@ -33,15 +33,15 @@ tools:
 	@mkdir -p $(TOOLS)
 	$(GO) build -o $(TOOLS)/ ./internal/cmd/vmexec ./internal/cmd/testsum
 
-## deps: the Debian packages the VM harness uses (vmexec also installs them)
-## and the reference plugins that host-local's interoperability test and
-## make bench compare against
+## deps: the Debian packages the VM harness uses (vmexec also installs them),
+## the reference plugins that host-local's interoperability test and
+## make bench compare against, and the etcd server cluster-ipam's tests run
 REFERENCE := /usr/lib/cni
 deps:
 	@command -v qemu-system-x86_64 >/dev/null && test -x /bin/busybox && command -v nft >/dev/null && \
-	  test -x $(REFERENCE)/host-local || \
+	  test -x $(REFERENCE)/host-local && test -x /usr/bin/etcd || \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	    qemu-system-x86 busybox-static iproute2 nftables containernetworking-plugins; }
+	    qemu-system-x86 busybox-static iproute2 nftables containernetworking-plugins etcd-server; }
 
 unit: tools deps
 	@rm -f $(COUNTS)
