@@ -99,7 +99,7 @@ func netConf(name string, endpoints []string, ipam map[string]any) string {
 	conf := map[string]any{
 		"type":   "cluster-ipam",
 		"subnet": "10.10.0.0/22",
-		"etcd":   map[string]any{"endpoints": endpoints, "dialTimeout": 2},
+		"etcd":   map[string]any{"endpoints": endpoints},
 		"routes": []any{map[string]any{"dst": "0.0.0.0/0"}},
 		"node":   "node-a",
 	}

@@ -110,6 +110,18 @@ func (p Plugin) withStore(args *skel.CmdArgs, fn func(ctx context.Context, c *Co
 	return fn(ctx, c, st)
 }
 
+// retryPause is the pause before asking an unavailable store again.
+const retryPause = 100 * time.Millisecond
+
+// release releases owner's addresses on node, again while the store is
+// unavailable: releasing twice is releasing once.
+func release(ctx context.Context, st store.Store, node string, owner store.Attachment) error {
+	return store.Retry(ctx, retryPause, func() error {
+		_, err := st.Release(ctx, node, owner)
+		return err
+	})
+}
+
 func (p Plugin) allocator(c *Config, st store.Store) *blocks.Allocator {
 	return &blocks.Allocator{Store: st, Sets: c.RangeSets, BlockBits: c.BlockBits, Node: c.Node, Now: p.Now}
 }
@@ -130,13 +142,19 @@ func (p Plugin) Add(args *skel.CmdArgs) error {
 			}
 		}
 		owner := hlstore.NewAttachment(args.ContainerID, args.IfName)
-		allocs, err := p.allocator(c, st).Allocate(ctx, owner, requested)
+		// Allocate starts by reading what owner holds, so a retry after a
+		// write whose outcome was lost returns that write's addresses.
+		var allocs []blocks.Allocated
+		err = store.Retry(ctx, retryPause, func() (err error) {
+			allocs, err = p.allocator(c, st).Allocate(ctx, owner, requested)
+			return err
+		})
 		if err != nil {
 			return cniError(c, err)
 		}
 		defer func() {
 			if err != nil {
-				if _, rerr := st.Release(ctx, c.Node, owner); rerr != nil {
+				if rerr := release(ctx, st, c.Node, owner); rerr != nil {
 					err = types.NewError(types.ErrTryAgainLater, fmt.Sprintf("%v; release addresses: %v", err, rerr), "")
 				}
 			}
@@ -165,7 +183,7 @@ func (p Plugin) Add(args *skel.CmdArgs) error {
 // Del releases the attachment's addresses on this node; none is success.
 func (p Plugin) Del(args *skel.CmdArgs) error {
 	return p.withStore(args, func(ctx context.Context, c *Config, st store.Store) error {
-		if _, err := st.Release(ctx, c.Node, hlstore.NewAttachment(args.ContainerID, args.IfName)); err != nil {
+		if err := release(ctx, st, c.Node, hlstore.NewAttachment(args.ContainerID, args.IfName)); err != nil {
 			return cniError(c, err)
 		}
 		return nil
@@ -181,7 +199,11 @@ func (p Plugin) Check(args *skel.CmdArgs) error {
 	}
 	return p.withStore(args, func(ctx context.Context, c *Config, st store.Store) error {
 		owner := hlstore.NewAttachment(args.ContainerID, args.IfName)
-		held, err := st.Held(ctx, c.Node, owner)
+		var held []netip.Addr
+		err := store.Retry(ctx, retryPause, func() (err error) {
+			held, err = st.Held(ctx, c.Node, owner)
+			return err
+		})
 		if err != nil {
 			return cniError(c, err)
 		}
@@ -226,7 +248,11 @@ func (p Plugin) GC(args *skel.CmdArgs) error {
 		for _, a := range c.ValidAttachments {
 			valid[a] = true
 		}
-		allocs, err := st.Allocations(ctx, c.Node)
+		var allocs []store.Allocation
+		err := store.Retry(ctx, retryPause, func() (err error) {
+			allocs, err = st.Allocations(ctx, c.Node)
+			return err
+		})
 		if err != nil {
 			return cniError(c, err)
 		}
@@ -236,7 +262,7 @@ func (p Plugin) GC(args *skel.CmdArgs) error {
 				continue
 			}
 			done[al.Owner] = true
-			if _, err := st.Release(ctx, c.Node, al.Owner); err != nil {
+			if err := release(ctx, st, c.Node, al.Owner); err != nil {
 				return cniError(c, err)
 			}
 		}
@@ -261,7 +287,7 @@ func (p Plugin) Status(args *skel.CmdArgs) error {
 		return notAvailable(err)
 	}
 	defer st.Close()
-	if err := st.Ping(ctx); err != nil {
+	if err := store.Retry(ctx, retryPause, func() error { return st.Ping(ctx) }); err != nil {
 		return notAvailable(err)
 	}
 	return nil

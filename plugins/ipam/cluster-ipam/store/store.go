@@ -9,11 +9,34 @@ package store
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"time"
 
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store"
 )
+
+// ErrUnavailable marks an error of a store that may answer if asked
+// again: a member went away or the cluster is electing a leader. A write
+// that failed so may or may not have been applied.
+var ErrUnavailable = errors.New("store unavailable")
+
+// Retry calls fn until it returns nil or an error that is not
+// ErrUnavailable, or ctx ends, pausing pause between calls. fn must be
+// safe to repeat.
+func Retry(ctx context.Context, pause time.Duration, fn func() error) error {
+	for {
+		err := fn()
+		if err == nil || !errors.Is(err, ErrUnavailable) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+	}
+}
 
 // Attachment is the owner of an allocation: a container's interface, as
 // host-local names it.

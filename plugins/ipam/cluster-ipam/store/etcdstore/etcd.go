@@ -10,14 +10,18 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/cluster-ipam/store"
 )
@@ -54,13 +58,25 @@ func New(ctx context.Context, c Config) (*Store, error) {
 		DialOptions: []grpc.DialOption{grpc.WithBlock()},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("connect to etcd %v: %w", c.Endpoints, err)
+		return nil, wrap(err, "connect to etcd %v", c.Endpoints)
 	}
 	return &Store{cli: cli, k: keys{base: c.Prefix + c.Network + "/"}}, nil
 }
 
 // Close implements store.Store.
 func (s *Store) Close() error { return s.cli.Close() }
+
+// wrap marks err with store.ErrUnavailable when etcd may answer if asked
+// again (codes.Unavailable: no leader, leader changed, request timed out,
+// connection lost).
+func wrap(err error, format string, a ...any) error {
+	msg := fmt.Sprintf(format, a...)
+	var ee rpctypes.EtcdError
+	if (errors.As(err, &ee) && ee.Code() == codes.Unavailable) || status.Code(err) == codes.Unavailable {
+		return fmt.Errorf("%s: %w", msg, errors.Join(store.ErrUnavailable, err))
+	}
+	return fmt.Errorf("%s: %w", msg, err)
+}
 
 type ipValue struct {
 	ContainerID string    `json:"containerID"`
@@ -85,7 +101,7 @@ func timeValue(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 func (s *Store) Held(ctx context.Context, node string, owner attachment) ([]netip.Addr, error) {
 	resp, err := s.cli.Get(ctx, s.k.owner(node, owner), clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
-		return nil, fmt.Errorf("read allocations of %q: %w", owner.ContainerID, err)
+		return nil, wrap(err, "read allocations of %q", owner.ContainerID)
 	}
 	var out []netip.Addr
 	for _, kv := range resp.Kvs {
@@ -103,13 +119,13 @@ func (s *Store) Held(ctx context.Context, node string, owner attachment) ([]neti
 func (s *Store) NodeBlocks(ctx context.Context, node string) ([]netip.Prefix, error) {
 	resp, err := s.cli.Get(ctx, s.k.nodeBlocks(node), clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
-		return nil, fmt.Errorf("read blocks of node %q: %w", node, err)
+		return nil, wrap(err, "read blocks of node %q", node)
 	}
 	var out []netip.Prefix
 	for _, kv := range resp.Kvs {
 		p, err := netip.ParsePrefix(string(kv.Key[len(s.k.nodeBlocks(node)):]))
 		if err != nil {
-			return nil, fmt.Errorf("block key %q: %w", kv.Key, err)
+			return nil, wrap(err, "block key %q", kv.Key)
 		}
 		out = append(out, p)
 	}
@@ -121,17 +137,17 @@ func (s *Store) NodeBlocks(ctx context.Context, node string) ([]netip.Prefix, er
 func (s *Store) Blocks(ctx context.Context) ([]store.Block, error) {
 	resp, err := s.cli.Get(ctx, s.k.blocks(), clientv3.WithPrefix())
 	if err != nil {
-		return nil, fmt.Errorf("read blocks: %w", err)
+		return nil, wrap(err, "read blocks")
 	}
 	var out []store.Block
 	for _, kv := range resp.Kvs {
 		p, err := netip.ParsePrefix(string(kv.Key[len(s.k.blocks()):]))
 		if err != nil {
-			return nil, fmt.Errorf("block key %q: %w", kv.Key, err)
+			return nil, wrap(err, "block key %q", kv.Key)
 		}
 		var v blockValue
 		if err := json.Unmarshal(kv.Value, &v); err != nil {
-			return nil, fmt.Errorf("block %s value %q: %w", p, kv.Value, err)
+			return nil, wrap(err, "block %s value %q", p, kv.Value)
 		}
 		out = append(out, store.Block{Prefix: p, Node: v.Node, Time: v.Time})
 	}
@@ -154,7 +170,7 @@ func (s *Store) Used(ctx context.Context, spans []store.Span) ([]netip.Addr, err
 	for chunk := range slices.Chunk(ops, 64) {
 		resp, err := s.cli.Txn(ctx).Then(chunk...).Commit()
 		if err != nil {
-			return nil, fmt.Errorf("read allocated addresses: %w", err)
+			return nil, wrap(err, "read allocated addresses")
 		}
 		for _, r := range resp.Responses {
 			for _, kv := range r.GetResponseRange().Kvs {
@@ -208,7 +224,7 @@ func (s *Store) Commit(ctx context.Context, node string, owner attachment, now t
 	cmps, ops := s.attemptTxn(node, owner, now, attempts[0])
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(els...).Commit()
 	if err != nil {
-		return -1, fmt.Errorf("allocate for %q: %w", owner.ContainerID, err)
+		return -1, wrap(err, "allocate for %q", owner.ContainerID)
 	}
 	if resp.Succeeded {
 		return 0, nil
@@ -233,7 +249,7 @@ func (s *Store) Commit(ctx context.Context, node string, owner attachment, now t
 func (s *Store) Release(ctx context.Context, node string, owner attachment) ([]netip.Addr, error) {
 	resp, err := s.cli.Get(ctx, s.k.owner(node, owner), clientv3.WithPrefix())
 	if err != nil {
-		return nil, fmt.Errorf("read allocations of %q: %w", owner.ContainerID, err)
+		return nil, wrap(err, "read allocations of %q", owner.ContainerID)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, nil
@@ -248,7 +264,7 @@ func (s *Store) Release(ctx context.Context, node string, owner attachment) ([]n
 		}
 		t, err := time.Parse(time.RFC3339Nano, string(kv.Value))
 		if err != nil {
-			return nil, fmt.Errorf("owner key %q value %q: %w", kv.Key, kv.Value, err)
+			return nil, wrap(err, "owner key %q value %q", kv.Key, kv.Value)
 		}
 		ips = append(ips, a)
 		cmps = append(cmps, clientv3.Compare(clientv3.Value(s.k.ip(a)), "=", ipValueOf(node, owner, t)))
@@ -256,7 +272,7 @@ func (s *Store) Release(ctx context.Context, node string, owner attachment) ([]n
 	}
 	tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
-		return nil, fmt.Errorf("release %q: %w", owner.ContainerID, err)
+		return nil, wrap(err, "release %q", owner.ContainerID)
 	}
 	if !tr.Succeeded {
 		if err := s.releaseChecked(ctx, node, owner, ips); err != nil {
@@ -275,7 +291,7 @@ func (s *Store) releaseChecked(ctx context.Context, node string, owner attachmen
 	for _, a := range ips {
 		r, err := s.cli.Get(ctx, s.k.ip(a))
 		if err != nil {
-			return fmt.Errorf("read %s: %w", a, err)
+			return wrap(err, "read %s", a)
 		}
 		if len(r.Kvs) == 0 {
 			continue
@@ -289,7 +305,7 @@ func (s *Store) releaseChecked(ctx context.Context, node string, owner attachmen
 	}
 	tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
-		return fmt.Errorf("release %q: %w", owner.ContainerID, err)
+		return wrap(err, "release %q", owner.ContainerID)
 	}
 	if !tr.Succeeded {
 		return fmt.Errorf("release %q: its addresses changed during release", owner.ContainerID)
@@ -304,7 +320,7 @@ func (s *Store) Allocations(ctx context.Context, node string) ([]store.Allocatio
 	if node != "" {
 		resp, err := s.cli.Get(ctx, s.k.owners(node), clientv3.WithPrefix())
 		if err != nil {
-			return nil, fmt.Errorf("read allocations of node %q: %w", node, err)
+			return nil, wrap(err, "read allocations of node %q", node)
 		}
 		for _, kv := range resp.Kvs {
 			o, a, err := s.k.parseOwnerKey(node, string(kv.Key))
@@ -317,7 +333,7 @@ func (s *Store) Allocations(ctx context.Context, node string) ([]store.Allocatio
 	} else {
 		resp, err := s.cli.Get(ctx, s.k.ips(), clientv3.WithPrefix())
 		if err != nil {
-			return nil, fmt.Errorf("read allocations: %w", err)
+			return nil, wrap(err, "read allocations")
 		}
 		for _, kv := range resp.Kvs {
 			a, err := parseAddrKey(string(kv.Key[len(s.k.ips()):]))
@@ -326,7 +342,7 @@ func (s *Store) Allocations(ctx context.Context, node string) ([]store.Allocatio
 			}
 			var v ipValue
 			if err := json.Unmarshal(kv.Value, &v); err != nil {
-				return nil, fmt.Errorf("address %s value %q: %w", a, kv.Value, err)
+				return nil, wrap(err, "address %s value %q", a, kv.Value)
 			}
 			out = append(out, store.Allocation{IP: a, Owner: attachment{ContainerID: v.ContainerID, IfName: v.IfName}, Node: v.Node, Time: v.Time})
 		}
@@ -347,7 +363,7 @@ func (s *Store) ReleaseBlocks(ctx context.Context, node string) ([]netip.Prefix,
 			ops = append(ops, clientv3.OpDelete(s.k.block(b)), clientv3.OpDelete(s.k.nodeBlock(node, b)))
 		}
 		if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-			return nil, fmt.Errorf("release blocks of node %q: %w", node, err)
+			return nil, wrap(err, "release blocks of node %q", node)
 		}
 	}
 	return blocks, nil
