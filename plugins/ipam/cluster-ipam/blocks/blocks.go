@@ -146,15 +146,15 @@ func rotate(addrs []netip.Addr, start, n int) []netip.Addr {
 // earlier ADD of the same attachment got them (a retried ADD), or new ones,
 // one per range set, requested[i] for set i where given.
 func (a *Allocator) Allocate(ctx context.Context, owner store.Attachment, requested map[int]netip.Addr) ([]Allocated, error) {
-	held, err := a.Store.Held(ctx, a.Node, owner)
-	if err != nil {
-		return nil, err
-	}
-	if len(held) > 0 {
-		return a.existing(owner, held, requested)
-	}
 	for round := 0; round < maxRounds; round++ {
-		options, err := a.options(ctx, owner, requested)
+		held, own, err := a.Store.View(ctx, a.Node, owner)
+		if err != nil {
+			return nil, err
+		}
+		if len(held) > 0 {
+			return a.existing(owner, held, requested)
+		}
+		options, err := a.options(ctx, owner, own, requested)
 		if err != nil {
 			return nil, err
 		}
@@ -221,11 +221,7 @@ func (a *Allocator) checkRequested(ctx context.Context, requested map[int]netip.
 // claim (and inside those same blocks should a concurrent call of the same
 // node claim them first); and only when neither exists, any free address
 // of another node's block.
-func (a *Allocator) options(ctx context.Context, owner store.Attachment, requested map[int]netip.Addr) ([][]store.Pick, error) {
-	own, err := a.Store.NodeBlocks(ctx, a.Node)
-	if err != nil {
-		return nil, err
-	}
+func (a *Allocator) options(ctx context.Context, owner store.Attachment, own []netip.Prefix, requested map[int]netip.Addr) ([][]store.Pick, error) {
 	var claimed map[netip.Prefix]bool // read once, when a set needs it
 	out := make([][]store.Pick, len(a.Sets))
 	for s, set := range a.Sets {

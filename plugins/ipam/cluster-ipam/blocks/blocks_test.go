@@ -62,7 +62,9 @@ func newAllocator(st store.Store, node string, bits int, sets ...allocator.Range
 	return &Allocator{Store: st, Sets: sets, BlockBits: bb, Node: node, Now: time.Now}
 }
 
-func owner(i int) store.Attachment { return store.Attachment{ContainerID: fmt.Sprintf("ctr-%d", i), IfName: "eth0"} }
+func owner(i int) store.Attachment {
+	return store.Attachment{ContainerID: fmt.Sprintf("ctr-%d", i), IfName: "eth0"}
+}
 
 // TestOneCommitPerAllocation: sequential allocations of two nodes take
 // one write transaction each, block claims included, and stay in their

@@ -77,6 +77,9 @@ func Start(ctx context.Context, dir string, n int, t *TLS) (*Cluster, error) {
 	if _, err := os.Stat(Binary); err != nil {
 		return nil, fmt.Errorf("etcd server: %w (install Debian's etcd-server package: make deps)", err)
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	ports, err := freePorts(3 * n)
 	if err != nil {
 		return nil, err

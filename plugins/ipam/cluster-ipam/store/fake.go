@@ -41,6 +41,13 @@ func (f *Fake) Held(_ context.Context, node string, owner Attachment) ([]netip.A
 	return out, nil
 }
 
+// View implements Store.
+func (f *Fake) View(ctx context.Context, node string, owner Attachment) ([]netip.Addr, []netip.Prefix, error) {
+	held, _ := f.Held(ctx, node, owner)
+	blocks, _ := f.NodeBlocks(ctx, node)
+	return held, blocks, nil
+}
+
 // NodeBlocks implements Store.
 func (f *Fake) NodeBlocks(_ context.Context, node string) ([]netip.Prefix, error) {
 	f.mu.Lock()
@@ -90,6 +97,11 @@ func (f *Fake) Commit(_ context.Context, node string, owner Attachment, now time
 	defer f.mu.Unlock()
 	f.init()
 	f.Commits++
+	for _, a := range f.ips {
+		if a.Node == node && a.Owner == owner {
+			return -1, nil
+		}
+	}
 	for i, at := range attempts {
 		if !f.holds(node, at) {
 			continue

@@ -81,13 +81,19 @@ type Store interface {
 	Held(ctx context.Context, node string, owner Attachment) ([]netip.Addr, error)
 	// NodeBlocks returns the blocks node has claimed.
 	NodeBlocks(ctx context.Context, node string) ([]netip.Prefix, error)
-	// Blocks returns every claimed block.
+	// View returns, in one read, what an allocation starts from: the
+	// addresses node recorded for owner and node's blocks. Like Blocks
+	// and Used it may lag the cluster by a moment (any member answers):
+	// Commit checks whatever matters.
+	View(ctx context.Context, node string, owner Attachment) (held []netip.Addr, blocks []netip.Prefix, err error)
+	// Blocks returns every claimed block; it may lag.
 	Blocks(ctx context.Context) ([]Block, error)
-	// Used returns the allocated addresses within the spans.
+	// Used returns the allocated addresses within the spans; it may lag.
 	Used(ctx context.Context, spans []Span) ([]netip.Addr, error)
 	// Commit records, in one transaction, the first attempt whose
 	// conditions all hold as owner's allocation on node, and returns its
-	// index; -1 when none holds, and nothing is written.
+	// index; -1 when none holds, and nothing is written. No attempt
+	// holds while node records an address for owner already.
 	Commit(ctx context.Context, node string, owner Attachment, now time.Time, attempts []Attempt) (int, error)
 	// Release removes owner's allocations on node and returns their
 	// addresses; none is no error.

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -115,17 +116,46 @@ func (s *Store) Held(ctx context.Context, node string, owner attachment) ([]neti
 	return out, nil
 }
 
+// View implements store.Store with one serializable read transaction.
+func (s *Store) View(ctx context.Context, node string, owner attachment) ([]netip.Addr, []netip.Prefix, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.k.owner(node, owner), clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithSerializable()),
+		clientv3.OpGet(s.k.nodeBlocks(node), clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithSerializable()),
+	).Commit()
+	if err != nil {
+		return nil, nil, wrap(err, "read allocations of %q and blocks of node %q", owner.ContainerID, node)
+	}
+	var held []netip.Addr
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		_, a, err := s.k.parseOwnerKey(node, string(kv.Key))
+		if err != nil {
+			return nil, nil, err
+		}
+		held = append(held, a)
+	}
+	blocks, err := s.parseNodeBlocks(node, resp.Responses[1].GetResponseRange().Kvs)
+	if err != nil {
+		return nil, nil, err
+	}
+	slices.SortFunc(held, netip.Addr.Compare)
+	return held, blocks, nil
+}
+
 // NodeBlocks implements store.Store.
 func (s *Store) NodeBlocks(ctx context.Context, node string) ([]netip.Prefix, error) {
 	resp, err := s.cli.Get(ctx, s.k.nodeBlocks(node), clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return nil, wrap(err, "read blocks of node %q", node)
 	}
+	return s.parseNodeBlocks(node, resp.Kvs)
+}
+
+func (s *Store) parseNodeBlocks(node string, kvs []*mvccpb.KeyValue) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		p, err := netip.ParsePrefix(string(kv.Key[len(s.k.nodeBlocks(node)):]))
 		if err != nil {
-			return nil, wrap(err, "block key %q", kv.Key)
+			return nil, fmt.Errorf("block key %q: %w", kv.Key, err)
 		}
 		out = append(out, p)
 	}
@@ -135,7 +165,7 @@ func (s *Store) NodeBlocks(ctx context.Context, node string) ([]netip.Prefix, er
 
 // Blocks implements store.Store.
 func (s *Store) Blocks(ctx context.Context) ([]store.Block, error) {
-	resp, err := s.cli.Get(ctx, s.k.blocks(), clientv3.WithPrefix())
+	resp, err := s.cli.Get(ctx, s.k.blocks(), clientv3.WithPrefix(), clientv3.WithSerializable())
 	if err != nil {
 		return nil, wrap(err, "read blocks")
 	}
@@ -164,7 +194,7 @@ func (s *Store) Used(ctx context.Context, spans []store.Span) ([]netip.Addr, err
 	for _, sp := range spans {
 		// Keys of one family have one length: the key after the last
 		// address's is that key and a NUL byte.
-		ops = append(ops, clientv3.OpGet(s.k.ip(sp.First), clientv3.WithRange(s.k.ip(sp.Last)+"\x00"), clientv3.WithKeysOnly()))
+		ops = append(ops, clientv3.OpGet(s.k.ip(sp.First), clientv3.WithRange(s.k.ip(sp.Last)+"\x00"), clientv3.WithKeysOnly(), clientv3.WithSerializable()))
 	}
 	var out []netip.Addr
 	for chunk := range slices.Chunk(ops, 64) {
@@ -209,28 +239,32 @@ func (s *Store) attemptTxn(node string, owner attachment, now time.Time, at stor
 	return cmps, ops
 }
 
-// Commit implements store.Store as one transaction: the first attempt's
-// conditions in If, its writes in Then, and the next attempts nested in
-// Else, so a contested address costs no further round trip or proposal.
+// Commit implements store.Store as one transaction. Its If holds while
+// the attachment has no address yet: reads may lag, and a retried ADD
+// that read before its first write landed must not get a second one (a
+// compare over a range holds when every key in it does, and when there is
+// none). Its Then is the first attempt, a transaction whose Else nests the
+// next attempt, and so on: a contested address costs no further round
+// trip or proposal.
 func (s *Store) Commit(ctx context.Context, node string, owner attachment, now time.Time, attempts []store.Attempt) (int, error) {
 	if len(attempts) == 0 {
 		return -1, nil
 	}
-	var els []clientv3.Op
-	for i := len(attempts) - 1; i > 0; i-- {
+	var chain []clientv3.Op
+	for i := len(attempts) - 1; i >= 0; i-- {
 		cmps, ops := s.attemptTxn(node, owner, now, attempts[i])
-		els = []clientv3.Op{clientv3.OpTxn(cmps, ops, els)}
+		chain = []clientv3.Op{clientv3.OpTxn(cmps, ops, chain)}
 	}
-	cmps, ops := s.attemptTxn(node, owner, now, attempts[0])
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(els...).Commit()
+	guard := clientv3.Compare(clientv3.CreateRevision(s.k.owner(node, owner)), "=", 0).WithPrefix()
+	resp, err := s.cli.Txn(ctx).If(guard).Then(chain...).Commit()
 	if err != nil {
 		return -1, wrap(err, "allocate for %q", owner.ContainerID)
 	}
-	if resp.Succeeded {
-		return 0, nil
+	if !resp.Succeeded {
+		return -1, nil
 	}
 	rs := resp.Responses
-	for i := 1; len(rs) == 1; i++ {
+	for i := 0; len(rs) == 1; i++ {
 		nested := rs[0].GetResponseTxn()
 		if nested == nil {
 			break
