@@ -49,15 +49,20 @@ func pki(t *testing.T, dir string) {
 		}
 	}
 	write("ca", caDER, nil)
+	// The server's certificate is a client's too: with client-cert-auth
+	// the member's JSON gateway connects to its own gRPC server with it.
 	for i, leaf := range []struct {
 		name string
-		eku  x509.ExtKeyUsage
-	}{{"server", x509.ExtKeyUsageServerAuth}, {"client", x509.ExtKeyUsageClientAuth}} {
+		eku  []x509.ExtKeyUsage
+	}{
+		{"server", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
+		{"client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
+	} {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: leaf.name},
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{leaf.eku},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: leaf.eku,
 			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)

@@ -53,13 +53,13 @@ type Plugin struct {
 func OnEtcd() Plugin {
 	return Plugin{
 		Open: func(ctx context.Context, c *Config) (store.Store, error) {
-			return etcdstore.New(ctx, etcdstore.Config{
+			return etcdstore.New(etcdstore.Config{
 				Endpoints:   c.Etcd.Endpoints,
 				TLS:         c.Etcd.TLS,
 				DialTimeout: c.Etcd.DialTimeout,
 				Prefix:      c.Etcd.Prefix,
 				Network:     c.Name,
-			})
+			}), nil
 		},
 		Hostname: os.Hostname,
 		Now:      time.Now,

@@ -2,27 +2,19 @@
 // network's blocks and allocations as keys under a prefix (see keys.go),
 // every allocation one transaction that fails when the address is taken.
 //
-// It speaks etcd's v3 API over gRPC (servers 3.4 and later) and touches
-// nothing on the host.
+// It speaks etcd's v3 API through the members' JSON gateway (see
+// gateway.go; servers 3.4 and later) and touches nothing on the host.
 package etcdstore
 
 import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
-
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/cluster-ipam/store"
 )
@@ -31,8 +23,8 @@ type attachment = store.Attachment
 
 // Config says where the etcd cluster is and which network to hold.
 type Config struct {
-	Endpoints   []string
-	TLS         *tls.Config // nil for plain http endpoints
+	Endpoints   []string // client URLs, http:// or https://
+	TLS         *tls.Config
 	DialTimeout time.Duration
 	Prefix      string // ends with "/"
 	Network     string
@@ -40,43 +32,26 @@ type Config struct {
 
 // Store is a network's store on etcd.
 type Store struct {
-	cli *clientv3.Client
-	k   keys
+	c *client
+	k keys
 }
 
 var _ store.Store = (*Store)(nil)
 
-// New connects to the cluster, waiting at most c.DialTimeout (or until ctx
-// ends) for one member to answer.
-func New(ctx context.Context, c Config) (*Store, error) {
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   c.Endpoints,
-		TLS:         c.TLS,
-		DialTimeout: c.DialTimeout,
-		Context:     ctx,
-		Logger:      zap.NewNop(),
-		// Fail in New, within DialTimeout, when no member answers.
-		DialOptions: []grpc.DialOption{grpc.WithBlock()},
-	})
-	if err != nil {
-		return nil, wrap(err, "connect to etcd %v", c.Endpoints)
+// New returns the store of c.Network. It connects on the first request;
+// each connection attempt waits at most c.DialTimeout.
+func New(c Config) *Store {
+	var eps []string
+	for _, e := range c.Endpoints {
+		eps = append(eps, strings.TrimSuffix(e, "/"))
 	}
-	return &Store{cli: cli, k: keys{base: c.Prefix + c.Network + "/"}}, nil
+	return &Store{c: newClient(eps, c.TLS, c.DialTimeout), k: keys{base: c.Prefix + c.Network + "/"}}
 }
 
 // Close implements store.Store.
-func (s *Store) Close() error { return s.cli.Close() }
-
-// wrap marks err with store.ErrUnavailable when etcd may answer if asked
-// again (codes.Unavailable: no leader, leader changed, request timed out,
-// connection lost).
-func wrap(err error, format string, a ...any) error {
-	msg := fmt.Sprintf(format, a...)
-	var ee rpctypes.EtcdError
-	if (errors.As(err, &ee) && ee.Code() == codes.Unavailable) || status.Code(err) == codes.Unavailable {
-		return fmt.Errorf("%s: %w", msg, errors.Join(store.ErrUnavailable, err))
-	}
-	return fmt.Errorf("%s: %w", msg, err)
+func (s *Store) Close() error {
+	s.c.close()
+	return nil
 }
 
 type ipValue struct {
@@ -98,14 +73,9 @@ func ipValueOf(node string, o attachment, t time.Time) string {
 
 func timeValue(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
-// Held implements store.Store.
-func (s *Store) Held(ctx context.Context, node string, owner attachment) ([]netip.Addr, error) {
-	resp, err := s.cli.Get(ctx, s.k.owner(node, owner), clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return nil, wrap(err, "read allocations of %q", owner.ContainerID)
-	}
+func (s *Store) ownerAddrs(node string, kvs []keyValue) ([]netip.Addr, error) {
 	var out []netip.Addr
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		_, a, err := s.k.parseOwnerKey(node, string(kv.Key))
 		if err != nil {
 			return nil, err
@@ -116,44 +86,53 @@ func (s *Store) Held(ctx context.Context, node string, owner attachment) ([]neti
 	return out, nil
 }
 
+// Held implements store.Store with a linearizable read.
+func (s *Store) Held(ctx context.Context, node string, owner attachment) ([]netip.Addr, error) {
+	p := s.k.owner(node, owner)
+	resp, err := s.c.get(ctx, rangeRequest{Key: []byte(p), RangeEnd: prefixEnd(p), KeysOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("read allocations of %q: %w", owner.ContainerID, err)
+	}
+	return s.ownerAddrs(node, resp.Kvs)
+}
+
 // View implements store.Store with one serializable read transaction.
 func (s *Store) View(ctx context.Context, node string, owner attachment) ([]netip.Addr, []netip.Prefix, error) {
-	resp, err := s.cli.Txn(ctx).Then(
-		clientv3.OpGet(s.k.owner(node, owner), clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithSerializable()),
-		clientv3.OpGet(s.k.nodeBlocks(node), clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithSerializable()),
-	).Commit()
+	resp, err := s.c.txn(ctx, txnRequest{Success: []op{
+		getPrefix(s.k.owner(node, owner), true, true),
+		getPrefix(s.k.nodeBlocks(node), true, true),
+	}})
 	if err != nil {
-		return nil, nil, wrap(err, "read allocations of %q and blocks of node %q", owner.ContainerID, node)
+		return nil, nil, fmt.Errorf("read allocations of %q and blocks of node %q: %w", owner.ContainerID, node, err)
 	}
-	var held []netip.Addr
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		_, a, err := s.k.parseOwnerKey(node, string(kv.Key))
-		if err != nil {
-			return nil, nil, err
-		}
-		held = append(held, a)
+	if len(resp.Responses) != 2 || resp.Responses[0].Range == nil || resp.Responses[1].Range == nil {
+		return nil, nil, fmt.Errorf("read allocations of %q: unexpected answer %+v", owner.ContainerID, resp)
 	}
-	blocks, err := s.parseNodeBlocks(node, resp.Responses[1].GetResponseRange().Kvs)
+	held, err := s.ownerAddrs(node, resp.Responses[0].Range.Kvs)
 	if err != nil {
 		return nil, nil, err
 	}
-	slices.SortFunc(held, netip.Addr.Compare)
+	blocks, err := s.parseNodeBlocks(node, resp.Responses[1].Range.Kvs)
+	if err != nil {
+		return nil, nil, err
+	}
 	return held, blocks, nil
 }
 
-// NodeBlocks implements store.Store.
+// NodeBlocks implements store.Store with a linearizable read.
 func (s *Store) NodeBlocks(ctx context.Context, node string) ([]netip.Prefix, error) {
-	resp, err := s.cli.Get(ctx, s.k.nodeBlocks(node), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	p := s.k.nodeBlocks(node)
+	resp, err := s.c.get(ctx, rangeRequest{Key: []byte(p), RangeEnd: prefixEnd(p), KeysOnly: true})
 	if err != nil {
-		return nil, wrap(err, "read blocks of node %q", node)
+		return nil, fmt.Errorf("read blocks of node %q: %w", node, err)
 	}
 	return s.parseNodeBlocks(node, resp.Kvs)
 }
 
-func (s *Store) parseNodeBlocks(node string, kvs []*mvccpb.KeyValue) ([]netip.Prefix, error) {
+func (s *Store) parseNodeBlocks(node string, kvs []keyValue) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, kv := range kvs {
-		p, err := netip.ParsePrefix(string(kv.Key[len(s.k.nodeBlocks(node)):]))
+		p, err := netip.ParsePrefix(strings.TrimPrefix(string(kv.Key), s.k.nodeBlocks(node)))
 		if err != nil {
 			return nil, fmt.Errorf("block key %q: %w", kv.Key, err)
 		}
@@ -163,48 +142,50 @@ func (s *Store) parseNodeBlocks(node string, kvs []*mvccpb.KeyValue) ([]netip.Pr
 	return out, nil
 }
 
-// Blocks implements store.Store.
+// Blocks implements store.Store with a serializable read.
 func (s *Store) Blocks(ctx context.Context) ([]store.Block, error) {
-	resp, err := s.cli.Get(ctx, s.k.blocks(), clientv3.WithPrefix(), clientv3.WithSerializable())
+	p := s.k.blocks()
+	resp, err := s.c.get(ctx, rangeRequest{Key: []byte(p), RangeEnd: prefixEnd(p), Serializable: true})
 	if err != nil {
-		return nil, wrap(err, "read blocks")
+		return nil, fmt.Errorf("read blocks: %w", err)
 	}
 	var out []store.Block
 	for _, kv := range resp.Kvs {
-		p, err := netip.ParsePrefix(string(kv.Key[len(s.k.blocks()):]))
+		b, err := netip.ParsePrefix(strings.TrimPrefix(string(kv.Key), p))
 		if err != nil {
-			return nil, wrap(err, "block key %q", kv.Key)
+			return nil, fmt.Errorf("block key %q: %w", kv.Key, err)
 		}
 		var v blockValue
 		if err := json.Unmarshal(kv.Value, &v); err != nil {
-			return nil, wrap(err, "block %s value %q", p, kv.Value)
+			return nil, fmt.Errorf("block %s value %q: %w", b, kv.Value, err)
 		}
-		out = append(out, store.Block{Prefix: p, Node: v.Node, Time: v.Time})
+		out = append(out, store.Block{Prefix: b, Node: v.Node, Time: v.Time})
 	}
 	slices.SortFunc(out, func(a, b store.Block) int { return a.Prefix.Compare(b.Prefix) })
 	return out, nil
 }
 
-// Used implements store.Store: one key range per span, read together.
+// Used implements store.Store: one serializable key range per span, read
+// together.
 func (s *Store) Used(ctx context.Context, spans []store.Span) ([]netip.Addr, error) {
-	if len(spans) == 0 {
-		return nil, nil
-	}
-	var ops []clientv3.Op
+	var ops []op
 	for _, sp := range spans {
 		// Keys of one family have one length: the key after the last
 		// address's is that key and a NUL byte.
-		ops = append(ops, clientv3.OpGet(s.k.ip(sp.First), clientv3.WithRange(s.k.ip(sp.Last)+"\x00"), clientv3.WithKeysOnly(), clientv3.WithSerializable()))
+		ops = append(ops, op{Range: &rangeRequest{Key: []byte(s.k.ip(sp.First)), RangeEnd: []byte(s.k.ip(sp.Last) + "\x00"), KeysOnly: true, Serializable: true}})
 	}
 	var out []netip.Addr
 	for chunk := range slices.Chunk(ops, 64) {
-		resp, err := s.cli.Txn(ctx).Then(chunk...).Commit()
+		resp, err := s.c.txn(ctx, txnRequest{Success: chunk})
 		if err != nil {
-			return nil, wrap(err, "read allocated addresses")
+			return nil, fmt.Errorf("read allocated addresses: %w", err)
 		}
 		for _, r := range resp.Responses {
-			for _, kv := range r.GetResponseRange().Kvs {
-				a, err := parseAddrKey(string(kv.Key[len(s.k.ips()):]))
+			if r.Range == nil {
+				continue
+			}
+			for _, kv := range r.Range.Kvs {
+				a, err := parseAddrKey(strings.TrimPrefix(string(kv.Key), s.k.ips()))
 				if err != nil {
 					return nil, err
 				}
@@ -216,63 +197,54 @@ func (s *Store) Used(ctx context.Context, spans []store.Span) ([]netip.Addr, err
 	return out, nil
 }
 
-// attemptTxn returns the conditions and writes of one attempt.
-func (s *Store) attemptTxn(node string, owner attachment, now time.Time, at store.Attempt) ([]clientv3.Cmp, []clientv3.Op) {
-	var cmps []clientv3.Cmp
-	var ops []clientv3.Op
+// attemptTxn returns one attempt as a transaction: its conditions, its
+// writes, and next as the Else branch.
+func (s *Store) attemptTxn(node string, owner attachment, now time.Time, at store.Attempt, next []op) op {
+	t := &txnRequest{Failure: next}
 	for _, p := range at {
 		ik := s.k.ip(p.IP)
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(ik), "=", 0))
-		ops = append(ops,
-			clientv3.OpPut(ik, ipValueOf(node, owner, now)),
-			clientv3.OpPut(s.k.ownerIP(node, owner, p.IP), timeValue(now)))
+		t.Compare = append(t.Compare, absent(ik))
+		t.Success = append(t.Success, put(ik, ipValueOf(node, owner, now)), put(s.k.ownerIP(node, owner, p.IP), timeValue(now)))
 		if p.Claim.IsValid() {
 			bk := s.k.block(p.Claim)
 			v, _ := json.Marshal(blockValue{Node: node, Time: now.UTC()})
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(bk), "=", 0))
-			ops = append(ops, clientv3.OpPut(bk, string(v)), clientv3.OpPut(s.k.nodeBlock(node, p.Claim), timeValue(now)))
+			t.Compare = append(t.Compare, absent(bk))
+			t.Success = append(t.Success, put(bk, string(v)), put(s.k.nodeBlock(node, p.Claim), timeValue(now)))
 		}
 		if p.Mine.IsValid() {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.k.nodeBlock(node, p.Mine)), ">", 0))
+			t.Compare = append(t.Compare, present(s.k.nodeBlock(node, p.Mine)))
 		}
 	}
-	return cmps, ops
+	return op{Txn: t}
 }
 
 // Commit implements store.Store as one transaction. Its If holds while
 // the attachment has no address yet: reads may lag, and a retried ADD
-// that read before its first write landed must not get a second one (a
-// compare over a range holds when every key in it does, and when there is
-// none). Its Then is the first attempt, a transaction whose Else nests the
-// next attempt, and so on: a contested address costs no further round
-// trip or proposal.
+// that read before its first write landed must not get a second one. Its
+// Then is the first attempt, a transaction whose Else nests the next
+// attempt, and so on: a contested address costs no further round trip or
+// proposal. Sent again after a lost answer, it writes nothing twice.
 func (s *Store) Commit(ctx context.Context, node string, owner attachment, now time.Time, attempts []store.Attempt) (int, error) {
 	if len(attempts) == 0 {
 		return -1, nil
 	}
-	var chain []clientv3.Op
+	var chain []op
 	for i := len(attempts) - 1; i >= 0; i-- {
-		cmps, ops := s.attemptTxn(node, owner, now, attempts[i])
-		chain = []clientv3.Op{clientv3.OpTxn(cmps, ops, chain)}
+		chain = []op{s.attemptTxn(node, owner, now, attempts[i], chain)}
 	}
-	guard := clientv3.Compare(clientv3.CreateRevision(s.k.owner(node, owner)), "=", 0).WithPrefix()
-	resp, err := s.cli.Txn(ctx).If(guard).Then(chain...).Commit()
+	resp, err := s.c.txn(ctx, txnRequest{Compare: []compare{noneUnder(s.k.owner(node, owner))}, Success: chain})
 	if err != nil {
-		return -1, wrap(err, "allocate for %q", owner.ContainerID)
+		return -1, fmt.Errorf("allocate for %q: %w", owner.ContainerID, err)
 	}
 	if !resp.Succeeded {
 		return -1, nil
 	}
 	rs := resp.Responses
-	for i := 0; len(rs) == 1; i++ {
-		nested := rs[0].GetResponseTxn()
-		if nested == nil {
-			break
-		}
-		if nested.Succeeded {
+	for i := 0; len(rs) == 1 && rs[0].Txn != nil; i++ {
+		if rs[0].Txn.Succeeded {
 			return i, nil
 		}
-		rs = nested.Responses
+		rs = rs[0].Txn.Responses
 	}
 	return -1, nil
 }
@@ -281,32 +253,32 @@ func (s *Store) Commit(ctx context.Context, node string, owner attachment, now t
 // they still name owner (compared by value, rebuilt from the owner keys);
 // when one does not, it is read and left alone if another holds it.
 func (s *Store) Release(ctx context.Context, node string, owner attachment) ([]netip.Addr, error) {
-	resp, err := s.cli.Get(ctx, s.k.owner(node, owner), clientv3.WithPrefix())
+	p := s.k.owner(node, owner)
+	resp, err := s.c.get(ctx, rangeRequest{Key: []byte(p), RangeEnd: prefixEnd(p)})
 	if err != nil {
-		return nil, wrap(err, "read allocations of %q", owner.ContainerID)
+		return nil, fmt.Errorf("read allocations of %q: %w", owner.ContainerID, err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, nil
 	}
 	var ips []netip.Addr
-	var cmps []clientv3.Cmp
-	ops := []clientv3.Op{clientv3.OpDelete(s.k.owner(node, owner), clientv3.WithPrefix())}
+	t := txnRequest{Success: []op{delPrefix(p)}}
 	for _, kv := range resp.Kvs {
 		_, a, err := s.k.parseOwnerKey(node, string(kv.Key))
 		if err != nil {
 			return nil, err
 		}
-		t, err := time.Parse(time.RFC3339Nano, string(kv.Value))
+		at, err := time.Parse(time.RFC3339Nano, string(kv.Value))
 		if err != nil {
-			return nil, wrap(err, "owner key %q value %q", kv.Key, kv.Value)
+			return nil, fmt.Errorf("owner key %q value %q: %w", kv.Key, kv.Value, err)
 		}
 		ips = append(ips, a)
-		cmps = append(cmps, clientv3.Compare(clientv3.Value(s.k.ip(a)), "=", ipValueOf(node, owner, t)))
-		ops = append(ops, clientv3.OpDelete(s.k.ip(a)))
+		t.Compare = append(t.Compare, valueIs(s.k.ip(a), ipValueOf(node, owner, at)))
+		t.Success = append(t.Success, del(s.k.ip(a)))
 	}
-	tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	tr, err := s.c.txn(ctx, t)
 	if err != nil {
-		return nil, wrap(err, "release %q", owner.ContainerID)
+		return nil, fmt.Errorf("release %q: %w", owner.ContainerID, err)
 	}
 	if !tr.Succeeded {
 		if err := s.releaseChecked(ctx, node, owner, ips); err != nil {
@@ -320,12 +292,11 @@ func (s *Store) Release(ctx context.Context, node string, owner attachment) ([]n
 // releaseChecked deletes owner's keys on node and those of ips that still
 // name owner, read one by one: the slow path of Release.
 func (s *Store) releaseChecked(ctx context.Context, node string, owner attachment, ips []netip.Addr) error {
-	var cmps []clientv3.Cmp
-	ops := []clientv3.Op{clientv3.OpDelete(s.k.owner(node, owner), clientv3.WithPrefix())}
+	t := txnRequest{Success: []op{delPrefix(s.k.owner(node, owner))}}
 	for _, a := range ips {
-		r, err := s.cli.Get(ctx, s.k.ip(a))
+		r, err := s.c.get(ctx, rangeRequest{Key: []byte(s.k.ip(a))})
 		if err != nil {
-			return wrap(err, "read %s", a)
+			return fmt.Errorf("read %s: %w", a, err)
 		}
 		if len(r.Kvs) == 0 {
 			continue
@@ -334,27 +305,28 @@ func (s *Store) releaseChecked(ctx context.Context, node string, owner attachmen
 		if json.Unmarshal(r.Kvs[0].Value, &v) != nil || v.Node != node || v.ContainerID != owner.ContainerID || v.IfName != owner.IfName {
 			continue
 		}
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.k.ip(a)), "=", r.Kvs[0].ModRevision))
-		ops = append(ops, clientv3.OpDelete(s.k.ip(a)))
+		t.Compare = append(t.Compare, modIs(s.k.ip(a), int64(r.Kvs[0].ModRevision)))
+		t.Success = append(t.Success, del(s.k.ip(a)))
 	}
-	tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	tr, err := s.c.txn(ctx, t)
 	if err != nil {
-		return wrap(err, "release %q", owner.ContainerID)
+		return fmt.Errorf("release %q: %w", owner.ContainerID, err)
 	}
 	if !tr.Succeeded {
-		return fmt.Errorf("release %q: its addresses changed during release", owner.ContainerID)
+		return fmt.Errorf("release %q: its addresses changed during release: %w", owner.ContainerID, store.ErrUnavailable)
 	}
 	return nil
 }
 
 // Allocations implements store.Store: node's from its owner keys, or
-// every address key.
+// every address key, with linearizable reads.
 func (s *Store) Allocations(ctx context.Context, node string) ([]store.Allocation, error) {
 	var out []store.Allocation
 	if node != "" {
-		resp, err := s.cli.Get(ctx, s.k.owners(node), clientv3.WithPrefix())
+		p := s.k.owners(node)
+		resp, err := s.c.get(ctx, rangeRequest{Key: []byte(p), RangeEnd: prefixEnd(p)})
 		if err != nil {
-			return nil, wrap(err, "read allocations of node %q", node)
+			return nil, fmt.Errorf("read allocations of node %q: %w", node, err)
 		}
 		for _, kv := range resp.Kvs {
 			o, a, err := s.k.parseOwnerKey(node, string(kv.Key))
@@ -365,18 +337,19 @@ func (s *Store) Allocations(ctx context.Context, node string) ([]store.Allocatio
 			out = append(out, store.Allocation{IP: a, Owner: o, Node: node, Time: t})
 		}
 	} else {
-		resp, err := s.cli.Get(ctx, s.k.ips(), clientv3.WithPrefix())
+		p := s.k.ips()
+		resp, err := s.c.get(ctx, rangeRequest{Key: []byte(p), RangeEnd: prefixEnd(p)})
 		if err != nil {
-			return nil, wrap(err, "read allocations")
+			return nil, fmt.Errorf("read allocations: %w", err)
 		}
 		for _, kv := range resp.Kvs {
-			a, err := parseAddrKey(string(kv.Key[len(s.k.ips()):]))
+			a, err := parseAddrKey(strings.TrimPrefix(string(kv.Key), p))
 			if err != nil {
 				return nil, err
 			}
 			var v ipValue
 			if err := json.Unmarshal(kv.Value, &v); err != nil {
-				return nil, wrap(err, "address %s value %q", a, kv.Value)
+				return nil, fmt.Errorf("address %s value %q: %w", a, kv.Value, err)
 			}
 			out = append(out, store.Allocation{IP: a, Owner: attachment{ContainerID: v.ContainerID, IfName: v.IfName}, Node: v.Node, Time: v.Time})
 		}
@@ -392,12 +365,12 @@ func (s *Store) ReleaseBlocks(ctx context.Context, node string) ([]netip.Prefix,
 		return nil, err
 	}
 	for chunk := range slices.Chunk(blocks, 50) {
-		var ops []clientv3.Op
+		var ops []op
 		for _, b := range chunk {
-			ops = append(ops, clientv3.OpDelete(s.k.block(b)), clientv3.OpDelete(s.k.nodeBlock(node, b)))
+			ops = append(ops, del(s.k.block(b)), del(s.k.nodeBlock(node, b)))
 		}
-		if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-			return nil, wrap(err, "release blocks of node %q", node)
+		if _, err := s.c.txn(ctx, txnRequest{Success: ops}); err != nil {
+			return nil, fmt.Errorf("release blocks of node %q: %w", node, err)
 		}
 	}
 	return blocks, nil
@@ -406,6 +379,9 @@ func (s *Store) ReleaseBlocks(ctx context.Context, node string) ([]netip.Prefix,
 // Ping implements store.Store with a linearizable read, which needs a
 // quorum.
 func (s *Store) Ping(ctx context.Context) error {
-	_, err := s.cli.Get(ctx, s.k.blocks(), clientv3.WithPrefix(), clientv3.WithCountOnly())
-	return err
+	p := s.k.blocks()
+	if _, err := s.c.get(ctx, rangeRequest{Key: []byte(p), RangeEnd: prefixEnd(p), CountOnly: true}); err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	return nil
 }

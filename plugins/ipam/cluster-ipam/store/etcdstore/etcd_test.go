@@ -58,10 +58,7 @@ func openStore(t *testing.T) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	s, err := New(ctx, Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Prefix: "/test/", Network: "net"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := New(Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Prefix: "/test/", Network: "net"})
 	t.Cleanup(func() { s.Close() })
 	return s
 }
