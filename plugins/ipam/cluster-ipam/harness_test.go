@@ -94,12 +94,15 @@ func dump(t *testing.T, cli *clientv3.Client, prefix string) map[string]string {
 }
 
 // netConf returns a network config with ipam fields over defaults:
-// subnet 10.10.0.0/22 and the cluster's endpoints.
+// subnet 10.10.0.0/22 and the cluster's endpoints, with a dialTimeout
+// (the bound of a whole verb) of 20 s: 192 plugin processes at once on
+// a shared two-core machine take seconds each, and these tests are about
+// what is allocated, not how fast. The tests of deadlines set their own.
 func netConf(name string, endpoints []string, ipam map[string]any) string {
 	conf := map[string]any{
 		"type":   "cluster-ipam",
 		"subnet": "10.10.0.0/22",
-		"etcd":   map[string]any{"endpoints": endpoints},
+		"etcd":   map[string]any{"endpoints": endpoints, "dialTimeout": 20},
 		"routes": []any{map[string]any{"dst": "0.0.0.0/0"}},
 		"node":   "node-a",
 	}

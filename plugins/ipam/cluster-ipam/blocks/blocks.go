@@ -147,14 +147,14 @@ func rotate(addrs []netip.Addr, start, n int) []netip.Addr {
 // one per range set, requested[i] for set i where given.
 func (a *Allocator) Allocate(ctx context.Context, owner store.Attachment, requested map[int]netip.Addr) ([]Allocated, error) {
 	for round := 0; round < maxRounds; round++ {
-		held, own, err := a.Store.View(ctx, a.Node, owner)
+		view, err := a.Store.View(ctx, a.Node, owner)
 		if err != nil {
 			return nil, err
 		}
-		if len(held) > 0 {
-			return a.existing(owner, held, requested)
+		if len(view.Held) > 0 {
+			return a.existing(owner, view.Held, requested)
 		}
-		options, err := a.options(ctx, owner, own, requested)
+		options, err := a.options(ctx, owner, view, requested, round > 0)
 		if err != nil {
 			return nil, err
 		}
@@ -221,7 +221,14 @@ func (a *Allocator) checkRequested(ctx context.Context, requested map[int]netip.
 // claim (and inside those same blocks should a concurrent call of the same
 // node claim them first); and only when neither exists, any free address
 // of another node's block.
-func (a *Allocator) options(ctx context.Context, owner store.Attachment, own []netip.Prefix, requested map[int]netip.Addr) ([][]store.Pick, error) {
+//
+// The node's own addresses come from view; an address another node holds
+// inside this node's blocks (borrowed, or requested) fails its attempt in
+// the transaction and the next is tried, so it costs no read here. After
+// a round whose every attempt failed, exact reads the addresses of the
+// node's blocks themselves.
+func (a *Allocator) options(ctx context.Context, owner store.Attachment, view store.NodeView, requested map[int]netip.Addr, exact bool) ([][]store.Pick, error) {
+	var err error
 	var claimed map[netip.Prefix]bool // read once, when a set needs it
 	out := make([][]store.Pick, len(a.Sets))
 	for s, set := range a.Sets {
@@ -230,17 +237,24 @@ func (a *Allocator) options(ctx context.Context, owner store.Attachment, own []n
 			continue
 		}
 		var mine []netip.Prefix
-		var spans []store.Span
-		for _, b := range own {
+		for _, b := range view.Blocks {
 			if inSet(set, a.BlockBits[s], b) {
 				mine = append(mine, b)
-				spans = append(spans, store.Span{First: b.Addr(), Last: allocator.LastAddr(b)})
 			}
 		}
-		free, err := a.free(ctx, set, spans, mine)
-		if err != nil {
-			return nil, err
+		used := view.Used
+		if exact && len(mine) > 0 {
+			var spans []store.Span
+			for _, b := range mine {
+				spans = append(spans, store.Span{First: b.Addr(), Last: allocator.LastAddr(b)})
+			}
+			inBlocks, err := a.Store.Used(ctx, spans)
+			if err != nil {
+				return nil, err
+			}
+			used = append(slices.Clone(used), inBlocks...)
 		}
+		free := freeIn(set, mine, used)
 		var picks []store.Pick
 		for _, ip := range rotate(free, spread(owner, len(free)), maxAttempts) {
 			picks = append(picks, store.Pick{IP: ip})
@@ -266,15 +280,8 @@ func (a *Allocator) options(ctx context.Context, owner store.Attachment, own []n
 	return out, nil
 }
 
-// free returns the unallocated addresses of set inside blocks.
-func (a *Allocator) free(ctx context.Context, set allocator.RangeSet, spans []store.Span, blocks []netip.Prefix) ([]netip.Addr, error) {
-	if len(blocks) == 0 {
-		return nil, nil
-	}
-	used, err := a.Store.Used(ctx, spans)
-	if err != nil {
-		return nil, err
-	}
+// freeIn returns the addresses of set inside blocks that are not in used.
+func freeIn(set allocator.RangeSet, blocks []netip.Prefix, used []netip.Addr) []netip.Addr {
 	taken := map[netip.Addr]bool{}
 	for _, ip := range used {
 		taken[ip] = true
@@ -287,7 +294,7 @@ func (a *Allocator) free(ctx context.Context, set allocator.RangeSet, spans []st
 			}
 		}
 	}
-	return free, nil
+	return free
 }
 
 func (a *Allocator) claimed(ctx context.Context) (map[netip.Prefix]bool, error) {

@@ -42,10 +42,15 @@ func (f *Fake) Held(_ context.Context, node string, owner Attachment) ([]netip.A
 }
 
 // View implements Store.
-func (f *Fake) View(ctx context.Context, node string, owner Attachment) ([]netip.Addr, []netip.Prefix, error) {
-	held, _ := f.Held(ctx, node, owner)
-	blocks, _ := f.NodeBlocks(ctx, node)
-	return held, blocks, nil
+func (f *Fake) View(ctx context.Context, node string, owner Attachment) (NodeView, error) {
+	var v NodeView
+	v.Held, _ = f.Held(ctx, node, owner)
+	v.Blocks, _ = f.NodeBlocks(ctx, node)
+	allocs, _ := f.Allocations(ctx, node)
+	for _, a := range allocs {
+		v.Used = append(v.Used, a.IP)
+	}
+	return v, nil
 }
 
 // NodeBlocks implements Store.

@@ -75,17 +75,26 @@ type Span struct {
 	First, Last netip.Addr
 }
 
+// NodeView is what one node's allocation starts from.
+type NodeView struct {
+	Held   []netip.Addr   // the addresses node recorded for the owner
+	Blocks []netip.Prefix // node's blocks
+	// Used are every address node allocated, in its blocks or not.
+	// Another node's address inside node's blocks (borrowed, or
+	// requested) is not among them.
+	Used []netip.Addr
+}
+
 // Store persists one network's blocks and allocations.
 type Store interface {
 	// Held returns the addresses node recorded for owner.
 	Held(ctx context.Context, node string, owner Attachment) ([]netip.Addr, error)
 	// NodeBlocks returns the blocks node has claimed.
 	NodeBlocks(ctx context.Context, node string) ([]netip.Prefix, error)
-	// View returns, in one read, what an allocation starts from: the
-	// addresses node recorded for owner and node's blocks. Like Blocks
-	// and Used it may lag the cluster by a moment (any member answers):
-	// Commit checks whatever matters.
-	View(ctx context.Context, node string, owner Attachment) (held []netip.Addr, blocks []netip.Prefix, err error)
+	// View returns, in one read, what an allocation starts from. Like
+	// Blocks and Used it may lag the cluster by a moment (any member
+	// answers): Commit checks whatever matters.
+	View(ctx context.Context, node string, owner Attachment) (NodeView, error)
 	// Blocks returns every claimed block; it may lag.
 	Blocks(ctx context.Context) ([]Block, error)
 	// Used returns the allocated addresses within the spans; it may lag.

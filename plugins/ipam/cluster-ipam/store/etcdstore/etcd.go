@@ -96,27 +96,37 @@ func (s *Store) Held(ctx context.Context, node string, owner attachment) ([]neti
 	return s.ownerAddrs(node, resp.Kvs)
 }
 
-// View implements store.Store with one serializable read transaction.
-func (s *Store) View(ctx context.Context, node string, owner attachment) ([]netip.Addr, []netip.Prefix, error) {
+// View implements store.Store with one serializable read transaction:
+// the node's owner keys (the owner's addresses among them) and its
+// blocks.
+func (s *Store) View(ctx context.Context, node string, owner attachment) (store.NodeView, error) {
+	var v store.NodeView
 	resp, err := s.c.txn(ctx, txnRequest{Success: []op{
-		getPrefix(s.k.owner(node, owner), true, true),
+		getPrefix(s.k.owners(node), true, true),
 		getPrefix(s.k.nodeBlocks(node), true, true),
 	}})
 	if err != nil {
-		return nil, nil, fmt.Errorf("read allocations of %q and blocks of node %q: %w", owner.ContainerID, node, err)
+		return v, fmt.Errorf("read allocations and blocks of node %q: %w", node, err)
 	}
 	if len(resp.Responses) != 2 || resp.Responses[0].Range == nil || resp.Responses[1].Range == nil {
-		return nil, nil, fmt.Errorf("read allocations of %q: unexpected answer %+v", owner.ContainerID, resp)
+		return v, fmt.Errorf("read allocations of node %q: unexpected answer %+v", node, resp)
 	}
-	held, err := s.ownerAddrs(node, resp.Responses[0].Range.Kvs)
-	if err != nil {
-		return nil, nil, err
+	for _, kv := range resp.Responses[0].Range.Kvs {
+		o, a, err := s.k.parseOwnerKey(node, string(kv.Key))
+		if err != nil {
+			return v, err
+		}
+		v.Used = append(v.Used, a)
+		if o == owner {
+			v.Held = append(v.Held, a)
+		}
 	}
-	blocks, err := s.parseNodeBlocks(node, resp.Responses[1].Range.Kvs)
-	if err != nil {
-		return nil, nil, err
+	slices.SortFunc(v.Held, netip.Addr.Compare)
+	slices.SortFunc(v.Used, netip.Addr.Compare)
+	if v.Blocks, err = s.parseNodeBlocks(node, resp.Responses[1].Range.Kvs); err != nil {
+		return v, err
 	}
-	return held, blocks, nil
+	return v, nil
 }
 
 // NodeBlocks implements store.Store with a linearizable read.

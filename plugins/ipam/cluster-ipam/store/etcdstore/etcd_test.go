@@ -98,9 +98,9 @@ func TestCommit(t *testing.T) {
 	if diff := cmp.Diff([]string{"10.0.0.5", "10.0.0.8"}, strs(used)); diff != "" {
 		t.Errorf("Used (-want +got):\n%s", diff)
 	}
-	held, blocks, err := s.View(ctx, "a", y)
-	if err != nil || len(held) != 1 || held[0] != ip("10.0.0.8") || len(blocks) != 1 || blocks[0] != b {
-		t.Errorf("View: %v %v %v", held, blocks, err)
+	v, err := s.View(ctx, "a", y)
+	if err != nil || len(v.Held) != 1 || v.Held[0] != ip("10.0.0.8") || len(v.Blocks) != 1 || v.Blocks[0] != b || len(v.Used) != 2 {
+		t.Errorf("View: %+v %v", v, err)
 	}
 
 	released, err := s.Release(ctx, "a", y)

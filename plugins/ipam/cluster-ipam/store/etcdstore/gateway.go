@@ -29,11 +29,10 @@ type client struct {
 	endpoints []string
 	http      *http.Client
 	first     int // endpoint tried first; spreads processes over members
-	// perRequest bounds one request to one member: a member whose leader
-	// just died holds a write until its own timeout (seconds), longer
-	// than a verb may wait; asking the next member is the way on.
-	perRequest time.Duration
 }
+
+// minRequest is the least time one member is given.
+const minRequest = 300 * time.Millisecond
 
 func newClient(endpoints []string, tc *tls.Config, dialTimeout time.Duration) *client {
 	tr := &http.Transport{
@@ -44,10 +43,9 @@ func newClient(endpoints []string, tc *tls.Config, dialTimeout time.Duration) *c
 		ForceAttemptHTTP2:   false,
 	}
 	return &client{
-		endpoints:  endpoints,
-		http:       &http.Client{Transport: tr},
-		first:      os.Getpid() % len(endpoints),
-		perRequest: max(dialTimeout/3, 300*time.Millisecond),
+		endpoints: endpoints,
+		http:      &http.Client{Transport: tr},
+		first:     os.Getpid() % len(endpoints),
 	}
 }
 
@@ -76,8 +74,10 @@ func (e *gatewayError) retryable() bool {
 }
 
 // call posts req to path and decodes the answer into resp. A member that
-// does not answer within perRequest, or answers Unavailable, makes it try
-// the next; when none answers the error wraps store.ErrUnavailable. A
+// does not answer within half the time left, or answers Unavailable,
+// makes it try the next: a member whose leader just died holds a write
+// until its own timeout (seconds), longer than a verb may wait, while a
+// busy one answers late but answers; when none answers the error wraps store.ErrUnavailable. A
 // write may so be sent twice: every write of this package is written to
 // do nothing the second time.
 func (c *client) call(ctx context.Context, path string, req, resp any) error {
@@ -88,7 +88,14 @@ func (c *client) call(ctx context.Context, path string, req, resp any) error {
 	var errs []error
 	for i := range c.endpoints {
 		ep := c.endpoints[(c.first+i)%len(c.endpoints)]
-		rctx, cancel := context.WithTimeout(ctx, c.perRequest)
+		budget := minRequest
+		if dl, ok := ctx.Deadline(); ok {
+			budget = max(time.Until(dl)/2, minRequest)
+		}
+		if i == len(c.endpoints)-1 {
+			budget = time.Hour // the last member gets all that is left
+		}
+		rctx, cancel := context.WithTimeout(ctx, budget)
 		err := c.post(rctx, ep+path, body, resp)
 		cancel()
 		if err == nil {
