@@ -84,6 +84,7 @@ bench: tools deps build
 	  VMTEST_FILES=$(REFERENCE)/ipvlan:$(REFERENCE)/host-local:$(TOOLS)/noop \
 	  $(VMEXEC) $(TOOLS)/bench -reference $(REFERENCE) -floor $(TOOLS)/noop | tee $(CACHE)/bench.log
 	@sed -n 's/^bench-json: //p' $(CACHE)/bench.log > bench.json && echo "bench: wrote bench.json"
+	CGO_ENABLED=0 $(GO) build -o $(TOOLS)/ ./internal/cmd/clusterbench && $(TOOLS)/clusterbench -bin bin | tee $(CACHE)/clusterbench.log
 	@echo "bench: host-local allocate+release, lease store in memory (tmpfs): the cost of the lease count alone"
 	TMPDIR=/dev/shm $(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./plugins/ipam/host-local/allocator
 	@echo "bench: the same on this machine's disk (temporary directory): adds the file system's own latency"

@@ -23,9 +23,9 @@ import (
 // many of them allocate inside a block being claimed, and how many
 // rounds of read and commit an allocation takes before giving up.
 const (
-	maxAttempts   = 16
+	maxAttempts   = 24
 	claimBlocks   = 2
-	picksPerClaim = 4
+	picksPerClaim = 8
 	maxRounds     = 8
 )
 
