@@ -49,12 +49,7 @@ func runTests(m *testing.M) int {
 // t.Cleanup. Without etcd the test fails under CI and skips elsewhere.
 func startCluster(t *testing.T, tlsConf *etcdtest.TLS) *etcdtest.Cluster {
 	t.Helper()
-	if _, err := os.Stat(etcdtest.Binary); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("etcd server missing under CI: %v (make deps installs etcd-server)", err)
-		}
-		t.Skipf("etcd server missing: %v (make deps installs etcd-server)", err)
-	}
+	etcdtest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := etcdtest.Start(ctx, t.TempDir(), 3, tlsConf)

@@ -193,7 +193,7 @@ func (p Plugin) Del(args *skel.CmdArgs) error {
 // Check verifies that the attachment holds every address of prevResult,
 // or at least one address when there is none.
 func (p Plugin) Check(args *skel.CmdArgs) error {
-	prev, hasPrev, err := prevResultAddrs(args.StdinData)
+	prev, hasPrev, err := hostlocal.PrevResultAddrs(args.StdinData)
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,26 @@ import (
 // Binary is where Debian's etcd-server package installs etcd.
 const Binary = "/usr/bin/etcd"
 
+// T is the part of *testing.T that Require uses.
+type T interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+}
+
+// Require stops a test that needs etcd when the server is missing: it
+// fails under CI (CI=true), where make deps must have installed it, and
+// skips with the reason elsewhere.
+func Require(t T) {
+	t.Helper()
+	if _, err := os.Stat(Binary); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("etcd server missing under CI: %v (make deps installs etcd-server)", err)
+		}
+		t.Skipf("etcd server missing: %v (make deps installs etcd-server)", err)
+	}
+}
+
 // TLS is the server side of https client endpoints: the server's
 // certificate and the CA that signs the clients' certificates, which the
 // server then requires.

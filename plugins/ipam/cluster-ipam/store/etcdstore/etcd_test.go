@@ -3,7 +3,6 @@ package etcdstore
 import (
 	"context"
 	"net/netip"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -45,12 +44,7 @@ func TestAddrKeySortsAsAddresses(t *testing.T) {
 
 func openStore(t *testing.T) *Store {
 	t.Helper()
-	if _, err := os.Stat(etcdtest.Binary); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("etcd server missing under CI: %v (make deps installs etcd-server)", err)
-		}
-		t.Skipf("etcd server missing: %v (make deps installs etcd-server)", err)
-	}
+	etcdtest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := etcdtest.Start(ctx, t.TempDir(), 3, nil)
