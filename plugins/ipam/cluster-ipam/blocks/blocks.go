@@ -26,8 +26,10 @@ const (
 	maxAttempts = 24
 	// firstAttempts is the length of the first round's transaction:
 	// each nested attempt costs etcd about 0.4 ms, and an uncontested
-	// ADD needs one. A round that loses them all carries maxAttempts.
-	firstAttempts = 4
+	// ADD needs one. A round that loses them all carries maxAttempts, and
+	// so does one that claims a block: a node's concurrent ADDs meet
+	// there.
+	firstAttempts = 8
 	claimBlocks   = 2
 	picksPerClaim = 8
 	maxRounds     = 8
@@ -163,7 +165,7 @@ func (a *Allocator) Allocate(ctx context.Context, owner store.Attachment, reques
 			return nil, err
 		}
 		attempts := combine(options)
-		if round == 0 {
+		if round == 0 && !claims(attempts[:min(len(attempts), firstAttempts)]) {
 			attempts = attempts[:min(len(attempts), firstAttempts)]
 		}
 		i, err := a.Store.Commit(ctx, a.Node, owner, a.Now(), attempts)
@@ -383,6 +385,18 @@ func freeOf(set allocator.RangeSet, taken map[netip.Addr]bool, n int) []netip.Ad
 		}
 	}
 	return out
+}
+
+// claims reports whether an attempt claims a block.
+func claims(attempts []store.Attempt) bool {
+	for _, at := range attempts {
+		for _, p := range at {
+			if p.Claim.IsValid() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // combine builds the attempts: attempt i takes option i of every range
