@@ -35,11 +35,11 @@ tools:
 	@mkdir -p $(TOOLS)
 	$(GO) build -o $(TOOLS)/ ./internal/cmd/vmexec ./internal/cmd/testsum
 
-## deps: the Debian packages the VM harness uses (vmexec also installs them)
-## and the reference plugins that host-local's interoperability test and
-## make bench compare against
+## deps: the Debian packages the VM harness uses (vmexec also installs them),
+## the reference plugins that host-local's interoperability test and
+## make bench compare against, and the etcd server cluster-ipam's tests run
 REFERENCE := /usr/lib/cni
-DEBS := qemu-system-x86 busybox-static iproute2 nftables xz-utils containernetworking-plugins
+DEBS := qemu-system-x86 busybox-static iproute2 nftables xz-utils containernetworking-plugins etcd-server
 deps:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	  test -z "$$missing" || { apt-get update -q && \
@@ -86,6 +86,7 @@ bench: tools deps build
 	  $(VMEXEC) $(TOOLS)/bench -reference $(REFERENCE) -floor $(TOOLS)/noop | tee $(CACHE)/bench.log
 	@sed -n 's/^bench-json: //p' $(CACHE)/bench.log > bench.json && echo "bench: wrote bench.json"
 	$(GO) run ./internal/cmd/hlbench -ours bin/host-local -reference $(REFERENCE)/host-local
+	CGO_ENABLED=0 $(GO) build -o $(TOOLS)/ ./internal/cmd/clusterbench && $(TOOLS)/clusterbench -bin bin | tee $(CACHE)/clusterbench.log
 	@echo "bench: host-local allocate+release, lease store in memory (tmpfs): the cost of the lease count alone"
 	TMPDIR=/dev/shm $(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./plugins/ipam/host-local/allocator
 	@echo "bench: the same on this machine's disk (temporary directory): adds the file system's own latency"

@@ -1,0 +1,430 @@
+// Package blocks is cluster-ipam's allocation logic: it divides the ranges
+// of host-local's range syntax into aligned blocks, lets a node claim free
+// blocks and allocate inside its own, borrows from other nodes' blocks when
+// none is free, and builds the attempts that one store transaction tries
+// in order. It persists nothing itself: all state lives behind a
+// store.Store.
+package blocks
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"iter"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/cluster-ipam/store"
+	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/allocator"
+)
+
+// Limits of one commit: how many attempts its transaction carries, how
+// many of them allocate inside a block being claimed, and how many
+// rounds of read and commit an allocation takes before giving up.
+const (
+	maxAttempts = 24
+	// firstAttempts is the length of the first round's transaction:
+	// each nested attempt costs etcd about 0.4 ms, and an uncontested
+	// ADD needs one. A round that loses them all carries maxAttempts, and
+	// so does one that claims a block: a node's concurrent ADDs meet
+	// there.
+	firstAttempts = 8
+	claimBlocks   = 2
+	picksPerClaim = 8
+	maxRounds     = 8
+)
+
+// ConflictError reports an allocation that lost every round to concurrent
+// allocations: the runtime may retry.
+type ConflictError struct{ Rounds int }
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("every candidate address was taken concurrently, %d times", e.Rounds)
+}
+
+// Allocator allocates one address per range set for a node.
+type Allocator struct {
+	Store store.Store
+	Sets  []allocator.RangeSet
+	// BlockBits is the prefix length of the blocks of each range set.
+	BlockBits []int
+	Node      string
+	Now       func() time.Time
+}
+
+// Allocated is an allocated address and the range it came from.
+type Allocated struct {
+	IP    netip.Addr
+	Range allocator.Range
+}
+
+// BlocksOf yields the aligned blocks of prefix length bits that hold an
+// address of r, in address order.
+func BlocksOf(r allocator.Range, bits int) iter.Seq[netip.Prefix] {
+	return func(yield func(netip.Prefix) bool) {
+		b := netip.PrefixFrom(r.RangeStart, bits).Masked()
+		for {
+			if !yield(b) {
+				return
+			}
+			next := allocator.LastAddr(b).Next()
+			if !next.IsValid() || next.Compare(r.RangeEnd) > 0 {
+				return
+			}
+			b = netip.PrefixFrom(next, bits)
+		}
+	}
+}
+
+// usableIn returns the addresses of block b that set may allocate, in
+// order.
+func usableIn(set allocator.RangeSet, b netip.Prefix) []netip.Addr {
+	var out []netip.Addr
+	for _, r := range set {
+		first, last := b.Addr(), allocator.LastAddr(b)
+		if first.Compare(r.RangeEnd) > 0 || last.Compare(r.RangeStart) < 0 {
+			continue
+		}
+		first, last = maxAddr(first, r.RangeStart), minAddr(last, r.RangeEnd)
+		for a := first; ; a = a.Next() {
+			if r.Usable(a) {
+				out = append(out, a)
+			}
+			if a == last {
+				break
+			}
+		}
+	}
+	return out
+}
+
+func maxAddr(a, b netip.Addr) netip.Addr {
+	if a.Compare(b) > 0 {
+		return a
+	}
+	return b
+}
+
+func minAddr(a, b netip.Addr) netip.Addr {
+	if a.Compare(b) < 0 {
+		return a
+	}
+	return b
+}
+
+// inSet reports whether block b, of the set's block size, holds an
+// address of set.
+func inSet(set allocator.RangeSet, bits int, b netip.Prefix) bool {
+	if b.Bits() != bits {
+		return false
+	}
+	for _, r := range set {
+		if r.RangeStart.BitLen() == b.Addr().BitLen() &&
+			b.Addr().Compare(r.RangeEnd) <= 0 && allocator.LastAddr(b).Compare(r.RangeStart) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// spread returns a start index in [0,n) that differs between attachments,
+// so that a node's concurrent allocations try different addresses first.
+func spread(owner store.Attachment, n int) int {
+	if n == 0 {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write([]byte(owner.ContainerID + "/" + owner.IfName))
+	return int(h.Sum32() % uint32(n))
+}
+
+// rotate returns up to n of addrs from index start on, wrapping around.
+func rotate(addrs []netip.Addr, start, n int) []netip.Addr {
+	var out []netip.Addr
+	for i := 0; i < len(addrs) && i < n; i++ {
+		out = append(out, addrs[(start+i)%len(addrs)])
+	}
+	return out
+}
+
+// Allocate returns owner's addresses: the ones it holds already when an
+// earlier ADD of the same attachment got them (a retried ADD), or new ones,
+// one per range set, requested[i] for set i where given.
+func (a *Allocator) Allocate(ctx context.Context, owner store.Attachment, requested map[int]netip.Addr) ([]Allocated, error) {
+	for round := 0; round < maxRounds; round++ {
+		view, err := a.Store.View(ctx, a.Node, owner)
+		if err != nil {
+			return nil, err
+		}
+		if len(view.Held) > 0 {
+			return a.existing(owner, view.Held, requested)
+		}
+		options, err := a.options(ctx, owner, view, requested, round > 0)
+		if err != nil {
+			return nil, err
+		}
+		attempts := combine(options)
+		if round == 0 && !claims(attempts[:min(len(attempts), firstAttempts)]) {
+			attempts = attempts[:min(len(attempts), firstAttempts)]
+		}
+		i, err := a.Store.Commit(ctx, a.Node, owner, a.Now(), attempts)
+		if err != nil {
+			return nil, err
+		}
+		if i >= 0 {
+			out := make([]Allocated, len(a.Sets))
+			for s, p := range attempts[i] {
+				r, _ := a.Sets[s].RangeFor(p.IP)
+				out[s] = Allocated{IP: p.IP, Range: r}
+			}
+			return out, nil
+		}
+		if err := a.checkRequested(ctx, requested); err != nil {
+			return nil, err
+		}
+	}
+	return nil, &ConflictError{Rounds: maxRounds}
+}
+
+// existing returns the addresses owner holds when they are one per range
+// set and match the requests, and a DuplicateError otherwise.
+func (a *Allocator) existing(owner store.Attachment, held []netip.Addr, requested map[int]netip.Addr) ([]Allocated, error) {
+	out := make([]Allocated, len(a.Sets))
+	for _, ip := range held {
+		set := slices.IndexFunc(a.Sets, func(s allocator.RangeSet) bool { return s.Contains(ip) })
+		if set < 0 || out[set].IP.IsValid() {
+			return nil, &allocator.DuplicateError{Set: max(set, 0), Addr: ip, Owner: owner}
+		}
+		if req, ok := requested[set]; ok && req != ip {
+			return nil, &allocator.DuplicateError{Set: set, Addr: ip, Owner: owner}
+		}
+		r, _ := a.Sets[set].RangeFor(ip)
+		out[set] = Allocated{IP: ip, Range: r}
+	}
+	for set, al := range out {
+		if !al.IP.IsValid() {
+			return nil, &allocator.DuplicateError{Set: set, Addr: held[0], Owner: owner}
+		}
+	}
+	return out, nil
+}
+
+// checkRequested returns a TakenError for a requested address that is
+// allocated.
+func (a *Allocator) checkRequested(ctx context.Context, requested map[int]netip.Addr) error {
+	for set, ip := range requested {
+		used, err := a.Store.Used(ctx, []store.Span{{First: ip, Last: ip}})
+		if err != nil {
+			return err
+		}
+		if len(used) > 0 {
+			return &allocator.TakenError{Set: set, Addr: ip}
+		}
+	}
+	return nil
+}
+
+// options returns, per range set, the picks to try in order: inside the
+// node's own blocks; then, when those run short, inside free blocks to
+// claim (and inside those same blocks should a concurrent call of the same
+// node claim them first); and only when neither exists, any free address
+// of another node's block.
+//
+// The node's own addresses come from view; an address another node holds
+// inside this node's blocks (borrowed, or requested) fails its attempt in
+// the transaction and the next is tried, so it costs no read here. After
+// a round whose every attempt failed, exact reads the addresses of the
+// node's blocks themselves.
+func (a *Allocator) options(ctx context.Context, owner store.Attachment, view store.NodeView, requested map[int]netip.Addr, exact bool) ([][]store.Pick, error) {
+	var err error
+	var claimed map[netip.Prefix]bool // read once, when a set needs it
+	out := make([][]store.Pick, len(a.Sets))
+	for s, set := range a.Sets {
+		if ip, ok := requested[s]; ok {
+			out[s] = []store.Pick{{IP: ip}}
+			continue
+		}
+		var mine []netip.Prefix
+		for _, b := range view.Blocks {
+			if inSet(set, a.BlockBits[s], b) {
+				mine = append(mine, b)
+			}
+		}
+		used := view.Used
+		if exact && len(mine) > 0 {
+			var spans []store.Span
+			for _, b := range mine {
+				spans = append(spans, store.Span{First: b.Addr(), Last: allocator.LastAddr(b)})
+			}
+			inBlocks, err := a.Store.Used(ctx, spans)
+			if err != nil {
+				return nil, err
+			}
+			used = append(slices.Clone(used), inBlocks...)
+		}
+		free := freeIn(set, mine, used)
+		var picks []store.Pick
+		for _, ip := range rotate(free, spread(owner, len(free)), maxAttempts) {
+			picks = append(picks, store.Pick{IP: ip})
+		}
+		if len(picks) < maxAttempts/2 {
+			if claimed == nil {
+				if claimed, err = a.claimed(ctx); err != nil {
+					return nil, err
+				}
+			}
+			picks = append(picks, a.claimPicks(owner, s, claimed)...)
+		}
+		if len(picks) == 0 {
+			if picks, err = a.borrowPicks(ctx, owner, set); err != nil {
+				return nil, err
+			}
+		}
+		if len(picks) == 0 {
+			return nil, &allocator.ExhaustedError{Set: s, Ranges: set}
+		}
+		out[s] = picks
+	}
+	return out, nil
+}
+
+// freeIn returns the addresses of set inside blocks that are not in used.
+func freeIn(set allocator.RangeSet, blocks []netip.Prefix, used []netip.Addr) []netip.Addr {
+	taken := map[netip.Addr]bool{}
+	for _, ip := range used {
+		taken[ip] = true
+	}
+	var free []netip.Addr
+	for _, b := range blocks {
+		for _, ip := range usableIn(set, b) {
+			if !taken[ip] {
+				free = append(free, ip)
+			}
+		}
+	}
+	return free
+}
+
+func (a *Allocator) claimed(ctx context.Context) (map[netip.Prefix]bool, error) {
+	blocks, err := a.Store.Blocks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[netip.Prefix]bool{}
+	for _, b := range blocks {
+		out[b.Prefix] = true
+	}
+	return out, nil
+}
+
+// claimPicks returns picks inside the first unclaimed blocks of set s: the
+// first claims the block, the next few allocate in it should another call
+// of this node have claimed it meanwhile.
+func (a *Allocator) claimPicks(owner store.Attachment, s int, claimed map[netip.Prefix]bool) []store.Pick {
+	var picks []store.Pick
+	n := 0
+	for _, r := range a.Sets[s] {
+		for b := range BlocksOf(r, a.BlockBits[s]) {
+			if n == claimBlocks {
+				return picks
+			}
+			if claimed[b] {
+				continue
+			}
+			addrs := usableIn(a.Sets[s], b)
+			if len(addrs) == 0 {
+				continue
+			}
+			claimed[b] = true // not again for another range of the set
+			n++
+			for i, ip := range rotate(addrs, spread(owner, len(addrs)), 1+picksPerClaim) {
+				if i == 0 {
+					picks = append(picks, store.Pick{IP: ip, Claim: b})
+				} else {
+					picks = append(picks, store.Pick{IP: ip, Mine: b})
+				}
+			}
+		}
+	}
+	return picks
+}
+
+// borrowPicks returns free addresses of set anywhere, for when the node's
+// blocks are full and no block is free.
+func (a *Allocator) borrowPicks(ctx context.Context, owner store.Attachment, set allocator.RangeSet) ([]store.Pick, error) {
+	var spans []store.Span
+	for _, r := range set {
+		spans = append(spans, store.Span{First: r.RangeStart, Last: r.RangeEnd})
+	}
+	used, err := a.Store.Used(ctx, spans)
+	if err != nil {
+		return nil, err
+	}
+	taken := map[netip.Addr]bool{}
+	for _, ip := range used {
+		taken[ip] = true
+	}
+	free := freeOf(set, taken, maxAttempts*4)
+	var picks []store.Pick
+	for _, ip := range rotate(free, spread(owner, len(free)), maxAttempts) {
+		picks = append(picks, store.Pick{IP: ip})
+	}
+	return picks, nil
+}
+
+// freeOf returns up to n usable addresses of set not in taken, in order.
+func freeOf(set allocator.RangeSet, taken map[netip.Addr]bool, n int) []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range set.Candidates(netip.Addr{}) {
+		if len(out) == n {
+			break
+		}
+		if !taken[ip] {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// claims reports whether an attempt claims a block.
+func claims(attempts []store.Attempt) bool {
+	for _, at := range attempts {
+		for _, p := range at {
+			if p.Claim.IsValid() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// combine builds the attempts: attempt i takes option i of every range
+// set, or a set's last option when it has fewer.
+func combine(options [][]store.Pick) []store.Attempt {
+	n := 0
+	for _, o := range options {
+		n = max(n, len(o))
+	}
+	n = min(n, maxAttempts)
+	var out []store.Attempt
+	for i := range n {
+		at := make(store.Attempt, len(options))
+		seen := map[netip.Prefix]bool{}
+		for s, o := range options {
+			p := o[min(i, len(o)-1)]
+			// Two range sets may share a block: claim it once.
+			switch {
+			case p.Claim.IsValid() && seen[p.Claim]:
+				p.Claim = netip.Prefix{}
+			case p.Claim.IsValid():
+				seen[p.Claim] = true
+			case p.Mine.IsValid() && seen[p.Mine]:
+				p.Mine = netip.Prefix{}
+			}
+			at[s] = p
+		}
+		out = append(out, at)
+	}
+	return out
+}

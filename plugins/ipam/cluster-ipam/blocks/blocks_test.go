@@ -1,0 +1,171 @@
+package blocks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/cluster-ipam/store"
+	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/allocator"
+)
+
+func rangeOf(t *testing.T, subnet, start, end string) allocator.Range {
+	t.Helper()
+	p := netip.MustParsePrefix(subnet)
+	r := allocator.Range{Subnet: p, RangeStart: allocator.FirstHost(p), RangeEnd: allocator.DefaultRangeEnd(p), Gateway: allocator.FirstHost(p)}
+	if start != "" {
+		r.RangeStart = netip.MustParseAddr(start)
+	}
+	if end != "" {
+		r.RangeEnd = netip.MustParseAddr(end)
+	}
+	return r
+}
+
+func TestBlocksOf(t *testing.T) {
+	for _, tc := range []struct {
+		r    allocator.Range
+		bits int
+		want []string
+	}{
+		{rangeOf(t, "10.0.0.0/24", "10.0.0.10", "10.0.0.70"), 26, []string{"10.0.0.0/26", "10.0.0.64/26"}},
+		{rangeOf(t, "10.0.0.0/24", "", ""), 25, []string{"10.0.0.0/25", "10.0.0.128/25"}},
+		{rangeOf(t, "10.0.0.0/30", "", ""), 30, []string{"10.0.0.0/30"}},
+		{rangeOf(t, "fd00::/120", "fd00::f0", ""), 122, []string{"fd00::c0/122"}},
+		{rangeOf(t, "255.255.255.0/24", "", ""), 26, []string{"255.255.255.0/26", "255.255.255.64/26", "255.255.255.128/26", "255.255.255.192/26"}},
+	} {
+		var got []string
+		for b := range BlocksOf(tc.r, tc.bits) {
+			got = append(got, b.String())
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("BlocksOf(%s, /%d) (-want +got):\n%s", tc.r, tc.bits, diff)
+		}
+	}
+}
+
+func newAllocator(st store.Store, node string, bits int, sets ...allocator.RangeSet) *Allocator {
+	bb := make([]int, len(sets))
+	for i := range bb {
+		bb[i] = bits
+		if sets[i][0].Subnet.Addr().Is6() {
+			bb[i] = bits + 96
+		}
+	}
+	return &Allocator{Store: st, Sets: sets, BlockBits: bb, Node: node, Now: time.Now}
+}
+
+func owner(i int) store.Attachment {
+	return store.Attachment{ContainerID: fmt.Sprintf("ctr-%d", i), IfName: "eth0"}
+}
+
+// TestOneCommitPerAllocation: sequential allocations of two nodes take
+// one write transaction each, block claims included, and stay in their
+// node's blocks until the blocks run out.
+func TestOneCommitPerAllocation(t *testing.T) {
+	ctx := context.Background()
+	st := &store.Fake{}
+	set := allocator.RangeSet{rangeOf(t, "10.0.0.0/24", "", "")}
+	a, b := newAllocator(st, "a", 27, set), newAllocator(st, "b", 27, set)
+	for i := range 100 {
+		for _, al := range []*Allocator{a, b} {
+			got, err := al.Allocate(ctx, owner(i), nil)
+			if err != nil {
+				t.Fatalf("%s %d: %v", al.Node, i, err)
+			}
+			blocks, _ := st.NodeBlocks(ctx, al.Node)
+			if !slices.ContainsFunc(blocks, func(p netip.Prefix) bool { return p.Contains(got[0].IP) }) {
+				t.Errorf("%s %d got %s outside its blocks %v", al.Node, i, got[0].IP, blocks)
+			}
+		}
+	}
+	if st.Commits != 200 {
+		t.Errorf("200 allocations took %d commits, want 200", st.Commits)
+	}
+}
+
+func TestBorrowAndExhaust(t *testing.T) {
+	ctx := context.Background()
+	st := &store.Fake{}
+	set := allocator.RangeSet{rangeOf(t, "10.0.0.0/28", "", "")} // .1 gateway, .2-.14
+	a, b := newAllocator(st, "a", 29, set), newAllocator(st, "b", 29, set)
+	if _, err := a.Allocate(ctx, owner(0), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Allocate(ctx, owner(100), nil); err != nil {
+		t.Fatal(err)
+	}
+	var got []netip.Addr
+	for i := 1; i < 12; i++ {
+		al, err := a.Allocate(ctx, owner(i), nil)
+		if err != nil {
+			t.Fatalf("allocation %d: %v", i, err)
+		}
+		got = append(got, al[0].IP)
+	}
+	borrowed := 0
+	for _, ip := range got {
+		if netip.MustParsePrefix("10.0.0.8/29").Contains(ip) {
+			borrowed++
+		}
+	}
+	if borrowed != 6 {
+		t.Errorf("a borrowed %d addresses of b's block, want its 6 free ones: %v", borrowed, got)
+	}
+	_, err := b.Allocate(ctx, owner(101), nil)
+	var ex *allocator.ExhaustedError
+	if !errors.As(err, &ex) || !strings.Contains(err.Error(), "10.0.0.1-10.0.0.14") {
+		t.Errorf("allocation on a full range: %v, want ExhaustedError naming it", err)
+	}
+}
+
+func TestRetriedAllocation(t *testing.T) {
+	ctx := context.Background()
+	st := &store.Fake{}
+	v4 := allocator.RangeSet{rangeOf(t, "10.0.0.0/24", "", "")}
+	v6 := allocator.RangeSet{rangeOf(t, "fd00::/64", "", "")}
+	a := newAllocator(st, "a", 26, v4, v6)
+	first, err := a.Allocate(ctx, owner(1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := a.Allocate(ctx, owner(1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(first, again, cmp.Comparer(func(x, y netip.Addr) bool { return x == y }), cmp.Comparer(func(x, y netip.Prefix) bool { return x == y })); diff != "" {
+		t.Errorf("retried allocation (-first +again):\n%s", diff)
+	}
+	if st.Commits != 1 {
+		t.Errorf("the retry wrote: %d commits", st.Commits)
+	}
+	_, err = a.Allocate(ctx, owner(1), map[int]netip.Addr{0: netip.MustParseAddr("10.0.0.99")})
+	var du *allocator.DuplicateError
+	if !errors.As(err, &du) {
+		t.Errorf("retried allocation asking another address: %v, want DuplicateError", err)
+	}
+	_, err = a.Allocate(ctx, owner(2), map[int]netip.Addr{0: first[0].IP})
+	var tk *allocator.TakenError
+	if !errors.As(err, &tk) {
+		t.Errorf("allocation asking a taken address: %v, want TakenError", err)
+	}
+}
+
+func TestCombineClaimsSharedBlockOnce(t *testing.T) {
+	b := netip.MustParsePrefix("10.0.0.0/26")
+	got := combine([][]store.Pick{
+		{{IP: netip.MustParseAddr("10.0.0.5"), Claim: b}},
+		{{IP: netip.MustParseAddr("10.0.0.40"), Claim: b}},
+	})
+	want := []store.Attempt{{{IP: netip.MustParseAddr("10.0.0.5"), Claim: b}, {IP: netip.MustParseAddr("10.0.0.40")}}}
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(x, y netip.Addr) bool { return x == y }), cmp.Comparer(func(x, y netip.Prefix) bool { return x == y })); diff != "" {
+		t.Errorf("combine (-want +got):\n%s", diff)
+	}
+}
