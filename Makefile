@@ -54,7 +54,7 @@ unit: tools deps
 
 ## vmtest-<kernel package>: the VM tier on one kernel; vmtest: on each
 vmtest-%: tools deps build
-	VMTEST_KERNEL=$* VMTEST_FILES=$(REFERENCE)/host-local CGO_ENABLED=0 \
+	VMTEST_KERNEL=$* VMTEST_FILES=$(REFERENCE)/host-local:/usr/bin/etcd CGO_ENABLED=0 \
 	  $(GO) test -json -count=1 -timeout 20m -exec $(VMEXEC) $(VM_PKGS) | \
 	  $(TESTSUM) -label "vm, $*" -no-skip -record $(COUNTS)
 
