@@ -3,12 +3,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -401,4 +403,178 @@ func TestIntegrationHostAccessBadInputs(t *testing.T) {
 			f.requireNoHostAccessLeft()
 		})
 	}
+}
+
+// server is a TCP listener in a container's namespace answering every
+// connection with a line.
+type server struct {
+	ln   net.Listener
+	addr string
+}
+
+func listenIn(n ns.NetNS, ip string) (*server, error) {
+	var ln net.Listener
+	err := n.Do(func(ns.NetNS) error {
+		var err error
+		ln, err = net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", ip, err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "hello\n")
+			c.Close()
+		}
+	}()
+	return &server{ln: ln, addr: ln.Addr().String()}, nil
+}
+
+// dialOK connects to addr from the namespace n and reads the server's line.
+func dialOK(n ns.NetNS, addr string) error {
+	return n.Do(func(ns.NetNS) error {
+		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		got, err := io.ReadAll(c)
+		if err == nil && string(got) != "hello\n" {
+			err = fmt.Errorf("read %q", got)
+		}
+		return err
+	})
+}
+
+// TestIntegrationHostAccessConcurrent runs 32 ADD/DEL pairs with
+// hostAccess at once on one master, so that the shim is made and deleted
+// while others use it. A sampler connects from the host to every container
+// that is live (between its ADD's end and its DEL's start) again and
+// again: every connection must succeed, and nothing is left at the end.
+func TestIntegrationHostAccessConcurrent(t *testing.T) {
+	const n = 32
+	f := hostAccessFixture(t)
+	l := f.list("1.1.0", f.hostAccessPlugin("l2", nil))
+	containers := make([]*testContainer, n)
+	for i := range containers {
+		containers[i] = f.newContainer(fmt.Sprintf("hostaccess-concurrent-%02d", i))
+	}
+	var (
+		mu      sync.Mutex
+		live    = map[string]*liveServer{} // by server address
+		fails   []string
+		samples int
+	)
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			mu.Lock()
+			addrs := make([]string, 0, len(live))
+			for a := range live {
+				addrs = append(addrs, a)
+			}
+			mu.Unlock()
+			for _, a := range addrs {
+				err := dialOK(f.host, a)
+				mu.Lock()
+				// A container whose DEL began meanwhile is no longer live.
+				if ls, still := live[a]; still {
+					if err != nil {
+						fails = append(fails, fmt.Sprintf("%s: %v", ls.id, err))
+					}
+					ls.once.Do(func() { close(ls.seen) })
+				}
+				samples++
+				mu.Unlock()
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, c := range containers {
+		wg.Go(func() {
+			res, err := f.add(l, c.rt())
+			if err != nil {
+				errs[i] = fmt.Errorf("ADD: %w", err)
+				return
+			}
+			var servers []*server
+			for _, ip := range bareIPs(asCurrent(t, res)) {
+				s, err := listenIn(c.ns, ip)
+				if err != nil {
+					errs[i] = err
+					break
+				}
+				servers = append(servers, s)
+				if err := dialOK(f.host, s.addr); err != nil {
+					errs[i] = errors.Join(errs[i], fmt.Errorf("host connects to %s right after ADD: %w", s.addr, err))
+				}
+			}
+			// Live until the sampler has connected to each address once
+			// while the others come and go.
+			var seen []chan struct{}
+			mu.Lock()
+			for _, s := range servers {
+				ls := &liveServer{id: c.id, seen: make(chan struct{})}
+				live[s.addr] = ls
+				seen = append(seen, ls.seen)
+			}
+			mu.Unlock()
+			for _, ch := range seen {
+				select {
+				case <-ch:
+				case <-time.After(time.Minute):
+					errs[i] = errors.Join(errs[i], errors.New("the sampler never got to it"))
+				}
+			}
+			mu.Lock()
+			for _, s := range servers {
+				delete(live, s.addr)
+			}
+			mu.Unlock()
+			for _, s := range servers {
+				s.ln.Close()
+			}
+			if err := f.del(l, c.rt()); err != nil {
+				errs[i] = errors.Join(errs[i], fmt.Errorf("DEL: %w", err))
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	for i, c := range containers {
+		if errs[i] != nil {
+			t.Errorf("%s: %v", c.id, errs[i])
+		}
+		f.requireNothingLeft(c)
+	}
+	t.Logf("%d connections sampled", samples)
+	if samples < 2*n {
+		t.Errorf("only %d connections sampled: the test did not test what it says", samples)
+	}
+	for _, e := range fails {
+		t.Errorf("a live container was not reached: %s", e)
+	}
+	f.requireNoHostAccessLeft()
+}
+
+type liveServer struct {
+	id   string
+	seen chan struct{}
+	once sync.Once
 }
