@@ -3,6 +3,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/ipvlan-cni/ipvlan-cni/internal/testenv"
 )
 
 // The host's addresses on the master in the hostAccess tests.
@@ -577,4 +580,72 @@ type liveServer struct {
 	id   string
 	seen chan struct{}
 	once sync.Once
+}
+
+// TestAddRollbackSharedParts makes ADD with hostAccess on VLAN 10 fail
+// right after each of its steps: no container link, lease, shim, VLAN link
+// or host route is left. Without a failure, DEL leaves nothing either.
+func TestAddRollbackSharedParts(t *testing.T) {
+	testenv.RequireKernel(t)
+	steps := []addStep{stepVLAN, stepCreate, stepIPAM, stepSettings, stepAddress, stepUp, stepRoute, stepHostAccess}
+	newEnv := func(t *testing.T) *addEnv {
+		e := newAddEnv(t)
+		var m map[string]any
+		if err := json.Unmarshal(e.args.StdinData, &m); err != nil {
+			t.Fatal(err)
+		}
+		m["hostAccess"], m["vlan"] = true, 10
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.args.StdinData = b
+		if e.conf, err = parseConfig(b); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	assertHostClean := func(t *testing.T, e *addEnv) {
+		t.Helper()
+		h := testenv.Handle(t, e.hostNS)
+		if got := linkNamesWhere(t, h, func(l netlink.Link) bool { return l.Type() == "ipvlan" || l.Type() == "vlan" }); len(got) > 0 {
+			t.Errorf("links left in the host netns: %v", got)
+		}
+		routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: hostRouteProtocol, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		if err != nil || len(routes) > 0 {
+			t.Errorf("host routes with protocol %d left: %v (%v)", hostRouteProtocol, routes, err)
+		}
+	}
+	for _, step := range steps {
+		t.Run(string(step), func(t *testing.T) {
+			e := newEnv(t)
+			injected := fmt.Errorf("injected failure after %s", step)
+			_, _, err := e.add(func(s addStep) error {
+				if s == step {
+					return injected
+				}
+				return nil
+			})
+			if !errors.Is(err, injected) {
+				t.Fatalf("add = %v, want the injected failure", err)
+			}
+			e.assertClean(t)
+			assertHostClean(t, e)
+		})
+	}
+	t.Run("no failure", func(t *testing.T) {
+		e := newEnv(t)
+		if _, _, err := e.add(nil); err != nil {
+			t.Fatalf("add: %v", err)
+		}
+		h := testenv.Handle(t, e.hostNS)
+		if got := linkNamesWhere(t, h, func(l netlink.Link) bool { return l.Type() == "ipvlan" || l.Type() == "vlan" }); len(got) != 2 {
+			t.Errorf("host links after ADD = %v, want the VLAN link and the shim", got)
+		}
+		if err := e.hostNS.Do(func(ns.NetNS) error { return cmdDel(e.args) }); err != nil {
+			t.Fatalf("del: %v", err)
+		}
+		e.assertClean(t)
+		assertHostClean(t, e)
+	})
 }
