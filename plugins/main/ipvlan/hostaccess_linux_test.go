@@ -441,7 +441,7 @@ func listenIn(n ns.NetNS, ip string) (*server, error) {
 // dialOK connects to addr from the namespace n and reads the server's line.
 func dialOK(n ns.NetNS, addr string) error {
 	return n.Do(func(ns.NetNS) error {
-		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 		if err != nil {
 			return err
 		}
@@ -507,12 +507,17 @@ func TestIntegrationHostAccessConcurrent(t *testing.T) {
 		}
 	}()
 	errs := make([]error, n)
+	addTook := make([]time.Duration, n)
+	delTook := make([]time.Duration, n)
 	var wg sync.WaitGroup
 	for i, c := range containers {
 		wg.Go(func() {
+			start := time.Now()
 			res, err := f.add(l, c.rt())
+			addTook[i] = time.Since(start)
 			if err != nil {
 				errs[i] = fmt.Errorf("ADD: %w", err)
+				_ = f.del(l, c.rt()) // as a runtime does after a failed ADD
 				return
 			}
 			var servers []*server
@@ -552,13 +557,18 @@ func TestIntegrationHostAccessConcurrent(t *testing.T) {
 			for _, s := range servers {
 				s.ln.Close()
 			}
+			start = time.Now()
 			if err := f.del(l, c.rt()); err != nil {
 				errs[i] = errors.Join(errs[i], fmt.Errorf("DEL: %w", err))
 			}
+			delTook[i] = time.Since(start)
 		})
 	}
 	wg.Wait()
 	close(stop)
+	slices.Sort(addTook)
+	slices.Sort(delTook)
+	t.Logf("ADD took %v to %v (median %v), DEL %v to %v (median %v)", addTook[0], addTook[n-1], addTook[n/2], delTook[0], delTook[n-1], delTook[n/2])
 	<-sampled
 	for i, c := range containers {
 		if errs[i] != nil {
