@@ -352,7 +352,7 @@ func (s *session) gcHostAccess(parent netlink.Link, valid map[string]bool) error
 		return err
 	}
 	defer r.unlock()
-	all, err := r.list()
+	kept, err := r.collect(s.conf.Name, valid)
 	if err != nil {
 		return err
 	}
@@ -361,16 +361,10 @@ func (s *session) gcHostAccess(parent netlink.Link, valid map[string]bool) error
 	if err != nil && !errors.As(err, &nf) {
 		return fmt.Errorf("look up %s: %w", shimName(parent), err)
 	}
-	kept := map[string]bool{}
-	for _, a := range all {
-		if a.Network == s.conf.Name && !valid[a.file()] {
-			if _, _, err := r.remove(a); err != nil {
-				return err
-			}
-			continue
-		}
+	leadsTo := map[string]bool{}
+	for _, a := range kept {
 		for _, ip := range a.IPs {
-			kept[net.ParseIP(ip).String()] = true
+			leadsTo[net.ParseIP(ip).String()] = true
 		}
 	}
 	if shim == nil {
@@ -381,7 +375,7 @@ func (s *session) gcHostAccess(parent netlink.Link, valid map[string]bool) error
 		return err
 	}
 	for _, rt := range routes {
-		if rt.Dst != nil && !kept[rt.Dst.IP.String()] {
+		if rt.Dst != nil && !leadsTo[rt.Dst.IP.String()] {
 			if err := s.host.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) {
 				return fmt.Errorf("ip route del %s dev %s: %w", rt.Dst, shim.Attrs().Name, err)
 			}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -49,19 +50,13 @@ func hostAccessFixture(t *testing.T) *netFixture {
 
 // hostAccessPlugin is the plugin config with hostAccess in mode, dual stack.
 func (f *netFixture) hostAccessPlugin(mode string, fields map[string]any) map[string]any {
-	p := f.plugin(map[string]any{
+	all := map[string]any{
 		"mode":       mode,
 		"hostAccess": true,
 		"ipam":       hostLocalIPAM(f.dataDir, subnetRange(testSubnet), subnetRange("fd00:10::/64")),
-	})
-	for k, v := range fields {
-		if v == nil {
-			delete(p, k)
-			continue
-		}
-		p[k] = v
 	}
-	return p
+	maps.Copy(all, fields) // a nil value removes the key, as plugin does
+	return f.plugin(all)
 }
 
 // tcpOK listens on ip in the namespace to and connects from the namespace

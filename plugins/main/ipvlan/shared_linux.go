@@ -142,6 +142,26 @@ func (r *registry) list() ([]attachment, error) {
 	return out, nil
 }
 
+// collect forgets the attachments of network that valid (by file name)
+// does not list, and returns the attachments left.
+func (r *registry) collect(network string, valid map[string]bool) ([]attachment, error) {
+	all, err := r.list()
+	if err != nil {
+		return nil, err
+	}
+	var kept []attachment
+	for _, a := range all {
+		if a.Network == network && !valid[a.file()] {
+			if _, _, err := r.remove(a); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		kept = append(kept, a)
+	}
+	return kept, nil
+}
+
 func readAttachment(path string) (attachment, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -163,13 +183,19 @@ func attachmentOf(network, containerID, ifName string) attachment {
 // the VLAN sub-interface. DEL, GC and STATUS work in the host namespace
 // only, so that they work when the container's namespace is gone.
 
-// openHostSession is a session without the container's namespace.
-func openHostSession(args *skel.CmdArgs, conf *NetConf) (*session, error) {
+// inHostSession runs fn with a session without the container's
+// namespace, unless the configuration has neither hostAccess nor vlan.
+func inHostSession(args *skel.CmdArgs, conf *NetConf, fn func(s *session) error) error {
+	if !conf.HostAccess && conf.VLAN == 0 {
+		return nil
+	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		return nil, fmt.Errorf("netlink handle: %w", err)
+		return fmt.Errorf("netlink handle: %w", err)
 	}
-	return &session{args: args, conf: conf, host: h, master: h}, nil
+	s := &session{args: args, conf: conf, host: h, master: h}
+	defer s.close()
+	return fn(s)
 }
 
 // sharedParents resolves the master and the ipvlan links' parent (the
@@ -198,14 +224,11 @@ func (s *session) sharedParents() (master, parent netlink.Link, ok bool, err err
 // recorded at ADD, and prevResult's), the shim after the last attachment,
 // then the VLAN sub-interface after its last.
 func releaseShared(args *skel.CmdArgs, conf *NetConf) error {
-	if !conf.HostAccess && conf.VLAN == 0 {
-		return nil
-	}
-	s, err := openHostSession(args, conf)
-	if err != nil {
-		return err
-	}
-	defer s.close()
+	return inHostSession(args, conf, (*session).releaseShared)
+}
+
+func (s *session) releaseShared() error {
+	args, conf := s.args, s.conf
 	master, parent, ok, err := s.sharedParents()
 	if err != nil {
 		return err
@@ -233,14 +256,11 @@ func releaseShared(args *skel.CmdArgs, conf *NetConf) error {
 
 // gcShared is GC's part for hostAccess and vlan.
 func gcShared(args *skel.CmdArgs, conf *NetConf) error {
-	if !conf.HostAccess && conf.VLAN == 0 {
-		return nil
-	}
-	s, err := openHostSession(args, conf)
-	if err != nil {
-		return err
-	}
-	defer s.close()
+	return inHostSession(args, conf, (*session).gcShared)
+}
+
+func (s *session) gcShared() error {
+	conf := s.conf
 	valid := map[string]bool{}
 	for _, a := range conf.ValidAttachments {
 		valid[attachmentOf(conf.Name, a.ContainerID, a.IfName).file()] = true
@@ -265,11 +285,10 @@ func statusShared(args *skel.CmdArgs, conf *NetConf) error {
 	if !conf.HostAccess {
 		return nil
 	}
-	s, err := openHostSession(args, conf)
-	if err != nil {
-		return err
-	}
-	defer s.close()
+	return inHostSession(args, conf, (*session).statusShared)
+}
+
+func (s *session) statusShared() error {
 	_, parent, ok, err := s.sharedParents()
 	if err != nil || !ok {
 		return err

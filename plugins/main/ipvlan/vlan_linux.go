@@ -171,16 +171,8 @@ func (s *session) gcVLAN(master netlink.Link, valid map[string]bool) error {
 		return err
 	}
 	defer r.unlock()
-	all, err := r.list()
-	if err != nil {
+	if _, err := r.collect(s.conf.Name, valid); err != nil {
 		return err
-	}
-	for _, a := range all {
-		if a.Network == s.conf.Name && !valid[a.file()] {
-			if _, _, err := r.remove(a); err != nil {
-				return err
-			}
-		}
 	}
 	return s.deleteUnusedVLAN(r, master, s.conf.VLAN)
 }
