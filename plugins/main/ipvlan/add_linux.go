@@ -25,12 +25,14 @@ const verbTimeout = 2 * time.Minute
 type addStep string
 
 const (
-	stepCreate   addStep = "create"   // ip link add ... name CNI_IFNAME netns CNI_NETNS
-	stepIPAM     addStep = "ipam"     // IPAM ADD (or prevResult's addresses)
-	stepSettings addStep = "settings" // arp_notify, ndisc_notify, disable_ipv6
-	stepAddress  addStep = "address"  // ip addr add
-	stepUp       addStep = "up"       // ip link set up
-	stepRoute    addStep = "route"    // ip route add
+	stepVLAN       addStep = "vlan"       // the VLAN sub-interface, found or made (vlan_linux.go)
+	stepCreate     addStep = "create"     // ip link add ... name CNI_IFNAME netns CNI_NETNS
+	stepIPAM       addStep = "ipam"       // IPAM ADD (or prevResult's addresses)
+	stepSettings   addStep = "settings"   // arp_notify, ndisc_notify, disable_ipv6
+	stepAddress    addStep = "address"    // ip addr add
+	stepUp         addStep = "up"         // ip link set up
+	stepRoute      addStep = "route"      // ip route add
+	stepHostAccess addStep = "hostaccess" // the shim and the routes between host and container (hostaccess_linux.go)
 )
 
 // failpoint lets tests fail ADD right after a step has run; nil in the
@@ -103,7 +105,20 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 		}
 	}()
 
-	link, err := s.createLink(master)
+	// With vlan, the parent is the master's VLAN sub-interface.
+	parent, undoVLAN, err := s.vlanParent(master)
+	if err != nil {
+		return nil, nil, err
+	}
+	undo = append(undo, undoVLAN)
+	if err := fail.after(stepVLAN); err != nil {
+		return nil, nil, err
+	}
+	if conf.MTU > parent.Attrs().MTU {
+		return nil, nil, invalidConfig("invalid mtu %d: above the MTU %d of %q, the VLAN %d sub-interface of master %q", conf.MTU, parent.Attrs().MTU, parent.Attrs().Name, conf.VLAN, master.Attrs().Name)
+	}
+
+	link, err := s.createLink(parent)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -147,6 +162,15 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 		return nil, nil, err
 	}
 	if err := fail.after(stepRoute); err != nil {
+		return nil, nil, err
+	}
+
+	undoHostAccess, err := s.setUpHostAccess(parent, link, addrs)
+	if err != nil {
+		return nil, nil, err
+	}
+	undo = append(undo, undoHostAccess)
+	if err := fail.after(stepHostAccess); err != nil {
 		return nil, nil, err
 	}
 	return s.result(link.Attrs().HardwareAddr, addrs)

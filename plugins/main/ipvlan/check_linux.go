@@ -55,6 +55,12 @@ func checkLink(args *skel.CmdArgs, conf *NetConf, prev *current.Result) error {
 	if err != nil {
 		return err
 	}
+	if conf.VLAN != 0 {
+		// The link's parent is the master's sub-interface of the VLAN.
+		if master, err = s.checkVLAN(master); err != nil {
+			return err
+		}
+	}
 	l, err := s.cont.LinkByName(args.IfName)
 	if err != nil {
 		return checkFailed("interface %q not found in %s: %v", args.IfName, args.Netns, err)
@@ -79,7 +85,13 @@ func checkLink(args *skel.CmdArgs, conf *NetConf, prev *current.Result) error {
 	if iv.Attrs().MTU != wantMTU {
 		return checkFailed("interface %q has mtu %d, want %d", args.IfName, iv.Attrs().MTU, wantMTU)
 	}
-	return checkPrevResult(s.cont, iv, args, prev)
+	if err := checkPrevResult(s.cont, iv, args, prev); err != nil {
+		return err
+	}
+	if conf.HostAccess {
+		return s.checkHostAccess(master, iv, prev)
+	}
+	return nil
 }
 
 // checkPrevResult finds our interface in prevResult and checks that its

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -48,6 +49,16 @@ type NetConf struct {
 	// IPAMExec runs the host-local binary from CNI_PATH instead of the
 	// bundled host-local in this process.
 	IPAMExec bool `json:"ipamExec,omitempty"`
+	// HostAccess lets the host namespace and the container reach each
+	// other through the master (see hostaccess_linux.go).
+	HostAccess bool `json:"hostAccess,omitempty"`
+	// RawVLAN is vlan as written: decoded by validate into VLAN, so that a
+	// value that is no integer (10.5, "10") is an invalid configuration
+	// (code 7) naming the value, not a decoding failure.
+	RawVLAN json.RawMessage `json:"vlan,omitempty"`
+	// VLAN is the 802.1Q VLAN ID whose sub-interface of the master is the
+	// ipvlan link's parent, 0 for none (see vlan_linux.go).
+	VLAN int `json:"-"`
 }
 
 // prev is the previous plugin's result in the current result format, or
@@ -153,6 +164,51 @@ func (n *NetConf) validate() error {
 	}
 	if n.IPAM.Type != "" && !plainName(n.IPAM.Type) {
 		return invalidConfig("invalid ipam type %q: want the plain name of a plugin in CNI_PATH", n.IPAM.Type)
+	}
+	if err := n.validateVLAN(); err != nil {
+		return err
+	}
+	return n.validateHostAccess()
+}
+
+// MaxVLAN is the largest 802.1Q VLAN ID (4095 is reserved).
+const MaxVLAN = 4094
+
+// validateVLAN decodes vlan: absent or null for none, else an integer
+// literal from 1 to MaxVLAN. JSON numbers like 10.5 or 1e1 and strings
+// like "10" are refused, not rounded or converted.
+func (n *NetConf) validateVLAN() error {
+	raw := string(n.RawVLAN)
+	if raw == "" || raw == "null" {
+		return nil
+	}
+	vid, err := strconv.Atoi(raw)
+	if err != nil || vid < 1 || vid > MaxVLAN {
+		return invalidConfig("invalid vlan %s: want an integer from 1 to %d", raw, MaxVLAN)
+	}
+	if n.LinkInContainer {
+		return invalidConfig("vlan %d with linkInContainer: the plugin makes and removes VLAN sub-interfaces in the host namespace only; create the VLAN interface in the container's namespace and name it as master", vid)
+	}
+	n.VLAN = vid
+	return nil
+}
+
+// validateHostAccess refuses the combinations in which hostAccess cannot
+// work. The host's side is an ipvlan slave of the same master, in the host
+// namespace (the shim): with linkInContainer the master is in the
+// container's namespace, and the kernel applies one flag to all slaves of
+// a master: private drops traffic between slaves, vepa sends it out of the
+// master to the switch, so only bridge lets the shim and the container
+// talk.
+func (n *NetConf) validateHostAccess() error {
+	if !n.HostAccess {
+		return nil
+	}
+	if n.LinkInContainer {
+		return invalidConfig("hostAccess with linkInContainer: the master is in the container's namespace, so the host namespace has no link to it for the host-side interface")
+	}
+	if n.Flag != FlagBridge {
+		return invalidConfig("hostAccess with flag %q: the host reaches containers through another ipvlan link of the master, and only flag bridge lets a master's ipvlan links reach each other", n.Flag)
 	}
 	return nil
 }

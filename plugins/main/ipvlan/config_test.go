@@ -178,3 +178,51 @@ func assertCNIError(t *testing.T, err error, code uint, msg string) {
 		t.Errorf("error message %q does not contain %q", e.Msg, msg)
 	}
 }
+
+// TestParseConfigVLANAndHostAccess: vlan is an integer literal from 1 to
+// 4094, anything else is code 7 naming the value; hostAccess is refused
+// where it cannot work.
+func TestParseConfigVLANAndHostAccess(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		conf     string
+		wantVLAN int
+		wantCode uint // 0: accepted
+		wantMsg  string
+	}{
+		{name: "vlan absent", conf: `{}`},
+		{name: "vlan null", conf: `{"vlan":null}`},
+		{name: "vlan 1", conf: `{"vlan":1}`, wantVLAN: 1},
+		{name: "vlan 4094", conf: `{"vlan":4094}`, wantVLAN: 4094},
+		{name: "vlan 0", conf: `{"vlan":0}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "invalid vlan 0"},
+		{name: "vlan 4095", conf: `{"vlan":4095}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "invalid vlan 4095"},
+		{name: "vlan negative", conf: `{"vlan":-10}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "invalid vlan -10"},
+		{name: "vlan fraction", conf: `{"vlan":10.5}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "invalid vlan 10.5"},
+		{name: "vlan float integer", conf: `{"vlan":10.0}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "invalid vlan 10.0"},
+		{name: "vlan exponent", conf: `{"vlan":1e1}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "invalid vlan 1e1"},
+		{name: "vlan string", conf: `{"vlan":"10"}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: `invalid vlan "10"`},
+		{name: "vlan bool", conf: `{"vlan":true}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "invalid vlan true"},
+		{name: "vlan huge", conf: `{"vlan":99999999999999999999}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "invalid vlan 99999999999999999999"},
+		{name: "vlan with linkInContainer", conf: `{"vlan":10,"linkInContainer":true}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "linkInContainer"},
+		{name: "hostAccess", conf: `{"hostAccess":true}`},
+		{name: "hostAccess bridge", conf: `{"hostAccess":true,"flag":"bridge","mode":"l3"}`},
+		{name: "hostAccess not boolean", conf: `{"hostAccess":"yes"}`, wantCode: types.ErrDecodingFailure, wantMsg: "hostAccess"},
+		{name: "hostAccess with linkInContainer", conf: `{"hostAccess":true,"linkInContainer":true}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "hostAccess with linkInContainer"},
+		{name: "hostAccess private", conf: `{"hostAccess":true,"flag":"private"}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: `hostAccess with flag "private"`},
+		{name: "hostAccess vepa", conf: `{"hostAccess":true,"flag":"vepa"}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: `hostAccess with flag "vepa"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := parseConfig([]byte(tc.conf))
+			if tc.wantCode != 0 {
+				assertCNIError(t, err, tc.wantCode, tc.wantMsg)
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseConfig(%s): %v", tc.conf, err)
+			}
+			if n.VLAN != tc.wantVLAN {
+				t.Errorf("vlan = %d, want %d", n.VLAN, tc.wantVLAN)
+			}
+		})
+	}
+}

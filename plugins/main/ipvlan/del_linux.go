@@ -28,7 +28,20 @@ func cmdDel(args *skel.CmdArgs) error {
 // configuration still deletes the link, whole, and reports the refusal
 // with its code.
 func del(args *skel.CmdArgs, d *linkDeletion) error {
-	err := runVerb(args, releaseLease)
+	err := runVerb(args, func(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
+		if err := releaseLease(ctx, args, conf); err != nil {
+			return err
+		}
+		if !conf.HostAccess && conf.VLAN == 0 {
+			return nil
+		}
+		// The host side goes once the link is gone: the VLAN
+		// sub-interface after its last ipvlan link.
+		if err := d.wait(); err != nil {
+			return err
+		}
+		return releaseShared(args, conf)
+	})
 	if lerr := d.wait(); err == nil {
 		err = lerr
 	}

@@ -32,6 +32,9 @@ func status(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
 			return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("master is omitted and %v", err), "")
 		}
 	}
+	if err := statusShared(args, conf); err != nil {
+		return err
+	}
 	if conf.IPAM.Type == "" {
 		return nil
 	}
@@ -43,6 +46,9 @@ func cmdGC(args *skel.CmdArgs) error { return runVerb(args, gc) }
 // gc has IPAM release the leases of attachments no longer valid. Links die
 // with their namespaces: only IPAM's leases can outlive them.
 func gc(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
+	if err := gcShared(args, conf); err != nil {
+		return err
+	}
 	if conf.IPAM.Type == "" {
 		return nil
 	}
