@@ -35,13 +35,13 @@ tools:
 
 ## deps: the Debian packages the VM harness uses (vmexec also installs them)
 ## and the reference plugins that host-local's interoperability test and
-## make bench compare against
+## make bench compare against; dnsmasq is the DHCP server of dhcp's tests
 REFERENCE := /usr/lib/cni
 deps:
 	@command -v qemu-system-x86_64 >/dev/null && test -x /bin/busybox && command -v nft >/dev/null && \
-	  test -x $(REFERENCE)/host-local || \
+	  test -x $(REFERENCE)/host-local && test -x /usr/sbin/dnsmasq || \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	    qemu-system-x86 busybox-static iproute2 nftables containernetworking-plugins; }
+	    qemu-system-x86 busybox-static iproute2 nftables containernetworking-plugins dnsmasq-base; }
 
 unit: tools deps
 	@rm -f $(COUNTS)
