@@ -15,10 +15,14 @@ import (
 // network is a configuration list whose one plugin is dhcp itself: libcni
 // runs it as the ipvlan plugin would run its IPAM, with the whole
 // configuration ("master", "mode") on stdin.
-func network(t testing.TB, socket, timeout string) *libcni.NetworkConfigList {
+// extra are more "ipam" fields, JSON.
+func network(t testing.TB, socket, timeout string, extra ...string) *libcni.NetworkConfigList {
 	t.Helper()
-	conf := `{"cniVersion":"1.1.0","name":"lan","plugins":[{"type":"dhcp","master":"m0","mode":"l3",
-		"ipam":{"type":"dhcp","daemonSocketPath":"` + socket + `","timeout":"` + timeout + `"}}]}`
+	ipam := `"type":"dhcp","daemonSocketPath":"` + socket + `","timeout":"` + timeout + `"`
+	for _, e := range extra {
+		ipam += "," + e
+	}
+	conf := `{"cniVersion":"1.1.0","name":"lan","plugins":[{"type":"dhcp","master":"m0","mode":"l3","ipam":{` + ipam + `}}]}`
 	l, err := libcni.ConfListFromBytes([]byte(conf))
 	if err != nil {
 		t.Fatal(err)

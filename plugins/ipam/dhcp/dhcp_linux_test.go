@@ -36,8 +36,9 @@ func addOne(t *testing.T, l *lan, c *container, timeout string) *current.Result 
 
 // TestConcurrentAddsOneMaster: ten attachments on one master (one MAC),
 // ADDed at once, each get their own lease, seen in dnsmasq's lease file
-// under ten distinct client identifiers; DEL releases each (dnsmasq
-// drops it) and leaves nothing in the daemon's state.
+// under ten distinct client identifiers with the host name each provided
+// and answered by broadcast; DEL releases each (dnsmasq drops it) and
+// leaves nothing in the daemon's state.
 func TestConcurrentAddsOneMaster(t *testing.T) {
 	l := newLAN(t)
 	l.startDnsmasq("192.0.2.10", "192.0.2.200")
@@ -49,7 +50,7 @@ func TestConcurrentAddsOneMaster(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	list := network(t, l.socket, "20s")
+	list := network(t, l.socket, "20s", `"provide":[{"option":"host-name","fromArg":"K8S_POD_NAME"}]`)
 	cn := cniConfig(t)
 	results := make([]*current.Result, n)
 	errs := make([]error, n)
@@ -98,6 +99,12 @@ func TestConcurrentAddsOneMaster(t *testing.T) {
 		if got := results[i].IPs[0].Address.IP.String(); sl.Addr.String() != got {
 			t.Errorf("%s: dnsmasq leased %s, ADD returned %s", c.id, sl.Addr, got)
 		}
+		if sl.Hostname != "pod-"+c.id {
+			t.Errorf("%s: dnsmasq knows it as %q, want pod-%s (provide host-name fromArg K8S_POD_NAME)", c.id, sl.Hostname, c.id)
+		}
+	}
+	if b, _ := os.ReadFile(l.dnsmasqLog); !strings.Contains(string(b), "broadcast response") {
+		t.Errorf("dnsmasq sent no broadcast response: the broadcast flag was not set")
 	}
 	if got := len(l.daemonLeases()); got != n {
 		t.Errorf("daemon keeps %d leases, want %d", got, n)
@@ -293,4 +300,34 @@ func TestCheckAndGC(t *testing.T) {
 	if recs := l.daemonLeases(); len(recs) != 1 || recs[0].Key != key("a") {
 		t.Errorf("daemon keeps %d leases after GC, want a's alone", len(recs))
 	}
+}
+
+// TestDelWithDaemonDown: DEL succeeds with the daemon down; the daemon,
+// started again, finds the namespace gone and releases the lease.
+func TestDelWithDaemonDown(t *testing.T) {
+	l := newLAN(t)
+	l.startDnsmasq("192.0.2.10", "192.0.2.200")
+	d := l.startDaemon()
+	c := l.container("c")
+	addOne(t, l, c, "10s")
+	d.kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := cniConfig(t).DelNetworkList(ctx, network(t, l.socket, "10s"), c.rt()); err != nil {
+		t.Fatalf("DEL with the daemon down: %v, want success", err)
+	}
+	deleteNS(c.ns)
+	if s := l.serverLeases(); len(s) != 1 {
+		t.Fatalf("dnsmasq holds %d leases before the daemon is back, want 1", len(s))
+	}
+	l.startDaemon()
+	eventually(t, 10*time.Second, func() error {
+		if s := l.serverLeases(); len(s) != 0 {
+			return fmt.Errorf("dnsmasq still holds %v", s)
+		}
+		if recs := l.daemonLeases(); len(recs) != 0 {
+			return fmt.Errorf("daemon keeps %d leases", len(recs))
+		}
+		return nil
+	})
 }

@@ -59,6 +59,8 @@ type lan struct {
 	socket  string
 	state   string
 	leases  string // dnsmasq's lease file
+	// dnsmasqLog is dnsmasq's log (--log-dhcp).
+	dnsmasqLog string
 }
 
 func newLAN(t *testing.T) *lan {
@@ -142,12 +144,15 @@ func (p *process) output() string {
 func (l *lan) startDnsmasq(first, last string, extra ...string) *process {
 	l.t.Helper()
 	logPath := filepath.Join(l.dir, "dnsmasq-dhcp.log")
-	args := append([]string{"--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--user=root",
+	// --no-daemon: in the foreground, and no change of user (which would
+	// need /etc/passwd, absent in the VM guest).
+	args := append([]string{"--no-daemon", "--conf-file=/dev/null", "--port=0",
 		"--interface=lan0", "--bind-interfaces", "--no-ping", "--pid-file=",
 		"--dhcp-range=" + first + "," + last + ",255.255.255.0,2m",
 		"--dhcp-leasefile=" + l.leases, "--dhcp-option=option:router,192.0.2.1",
 		"--dhcp-option=option:dns-server,192.0.2.1", "--log-dhcp", "--log-facility=" + logPath}, extra...)
 	p := l.start(l.lanNS, l.dnsmasq, args...)
+	l.dnsmasqLog = logPath
 	eventually(l.t, 10*time.Second, func() error {
 		b, _ := os.ReadFile(logPath)
 		if !strings.Contains(string(b), "DHCP, sockets bound exclusively to interface lan0") {
@@ -180,6 +185,7 @@ func (l *lan) startDaemon(args ...string) *process {
 type dnsmasqLease struct {
 	Expiry   int64
 	Addr     netip.Addr
+	Hostname string
 	ClientID string
 }
 
@@ -203,7 +209,7 @@ func (l *lan) serverLeases() map[string]dnsmasqLease {
 		}
 		var e int64
 		fmt.Sscan(fs[0], &e)
-		m[fs[4]] = dnsmasqLease{Expiry: e, Addr: netip.MustParseAddr(fs[2]), ClientID: fs[4]}
+		m[fs[4]] = dnsmasqLease{Expiry: e, Addr: netip.MustParseAddr(fs[2]), Hostname: fs[3], ClientID: fs[4]}
 	}
 	return m
 }
@@ -260,7 +266,8 @@ func deleteNS(n ns.NetNS) {
 }
 
 func (c *container) rt() *libcni.RuntimeConf {
-	return &libcni.RuntimeConf{ContainerID: c.id, NetNS: c.ns.Path(), IfName: "eth0"}
+	return &libcni.RuntimeConf{ContainerID: c.id, NetNS: c.ns.Path(), IfName: "eth0",
+		Args: [][2]string{{"K8S_POD_NAME", "pod-" + c.id}}}
 }
 
 // apply puts addr on eth0, as the ipvlan plugin does with the result.

@@ -397,7 +397,9 @@ func (d *Daemon) renewAt(l *client.Lease) time.Time {
 // marked Released is released again until that succeeds.
 func (d *Daemon) keep(ctx context.Context, rec *leases.Record) {
 	next := d.renewAt(&rec.Lease)
-	if rec.Released {
+	if rec.Released || !namespaceExists(rec.Netns) {
+		// Released while the server was out of reach, or (on Resume) the
+		// container went while the daemon was down: at once.
 		next = time.Now()
 	}
 	for {
