@@ -13,7 +13,7 @@ COUNTS  := $(CACHE)/test-counts
 export GOFLAGS := -buildvcs=false
 
 # Packages whose tests need a real kernel: they run in the VM, one boot each.
-VM_PKGS := ./internal/testenv ./plugins/main/ipvlan
+VM_PKGS := ./internal/testenv ./plugins/main/ipvlan ./plugins/ipam/dhcp
 
 # The VM tiers boot Debian's generic kernel, then its cloud flavour (the one
 # Debian's cloud images run; it has no wireless support and no /dev/port).
@@ -37,9 +37,10 @@ tools:
 ## and the reference plugins that host-local's interoperability test and
 ## make bench compare against; dnsmasq is the DHCP server of dhcp's tests
 REFERENCE := /usr/lib/cni
+DNSMASQ   := /usr/sbin/dnsmasq
 deps:
 	@command -v qemu-system-x86_64 >/dev/null && test -x /bin/busybox && command -v nft >/dev/null && \
-	  test -x $(REFERENCE)/host-local && test -x /usr/sbin/dnsmasq || \
+	  test -x $(REFERENCE)/host-local && test -x $(DNSMASQ) || \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	    qemu-system-x86 busybox-static iproute2 nftables containernetworking-plugins dnsmasq-base; }
 
@@ -51,11 +52,11 @@ unit: tools deps
 	$(GO) test -json -count=1 ./... | $(TESTSUM) -label unit -record $(COUNTS)
 
 vmtest: tools deps build
-	VMTEST_FILES=$(REFERENCE)/host-local CGO_ENABLED=0 $(GO) test -json -count=1 -timeout 20m -exec $(VMEXEC) $(VM_PKGS) | \
+	VMTEST_FILES=$(REFERENCE)/host-local:$(DNSMASQ) CGO_ENABLED=0 $(GO) test -json -count=1 -timeout 20m -exec $(VMEXEC) $(VM_PKGS) | \
 	  $(TESTSUM) -label vm -no-skip -record $(COUNTS)
 
 vmtest-cloud: tools deps build
-	VMTEST_KERNEL=$(CLOUD_KERNEL) VMTEST_FILES=$(REFERENCE)/host-local CGO_ENABLED=0 \
+	VMTEST_KERNEL=$(CLOUD_KERNEL) VMTEST_FILES=$(REFERENCE)/host-local:$(DNSMASQ) CGO_ENABLED=0 \
 	  $(GO) test -json -count=1 -timeout 20m -exec $(VMEXEC) $(VM_PKGS) | \
 	  $(TESTSUM) -label "vm, cloud kernel" -no-skip -record $(COUNTS)
 

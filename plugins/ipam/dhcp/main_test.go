@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/ipvlan-cni/ipvlan-cni/internal/testenv"
 )
 
 // binDir holds the dhcp binary built by TestMain.
@@ -16,6 +18,11 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
+	if testenv.InVM() {
+		// The guest has the plugins built in CNI_PATH, and no toolchain.
+		binDir = os.Getenv("CNI_PATH")
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "dhcp-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
