@@ -56,7 +56,8 @@ func handleAt(path string) (*netlink.Handle, error) {
 		return nil, fmt.Errorf("open namespace %s: %w", path, err)
 	}
 	defer ns.Close()
-	return netlink.NewHandleAt(ns)
+	// Route only: the other families (xfrm, ...) may be absent (modules).
+	return netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 }
 
 // removeAddress is `ip -n NS addr del ADDR dev IFNAME`; a missing
