@@ -114,8 +114,8 @@ func testIPVlanMode(t *testing.T, mode string) {
 		for _, r := range results {
 			neigh := &netlink.Neigh{LinkIndex: lan0.Attrs().Index, State: netlink.NUD_PERMANENT,
 				IP: r.IPs[0].Address.IP, HardwareAddr: master.Attrs().HardwareAddr}
-			if err := lh.NeighAdd(neigh); err != nil {
-				t.Fatalf("ip neigh add %s lladdr %s dev lan0: %v", r.IPs[0].Address.IP, master.Attrs().HardwareAddr, err)
+			if err := lh.NeighSet(neigh); err != nil {
+				t.Fatalf("ip neigh replace %s lladdr %s dev lan0: %v", r.IPs[0].Address.IP, master.Attrs().HardwareAddr, err)
 			}
 		}
 	}
