@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 )
@@ -245,6 +246,15 @@ func TestNoServer(t *testing.T) {
 	if recs := l.daemonLeases(); len(recs) != 0 {
 		t.Errorf("daemon keeps %d leases after a failed ADD", len(recs))
 	}
+	// A master the daemon's namespace does not have is a configuration
+	// error.
+	bad, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.1.0","name":"lan","plugins":[{"type":"dhcp","master":"nope0",
+		"ipam":{"type":"dhcp","daemonSocketPath":"` + l.socket + `","timeout":"2s"}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cniConfig(t).AddNetworkList(ctx, bad, c.rt())
+	wantCode(t, err, types.ErrInvalidNetworkConfig, `master "nope0"`)
 	l.startDnsmasq("192.0.2.10", "192.0.2.200")
 	// Give a late exchange the time of a retransmission to show.
 	time.Sleep(5 * time.Second)
