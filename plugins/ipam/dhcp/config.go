@@ -134,12 +134,14 @@ func parseConfig(stdin []byte, containerID, ifName, netns, cniArgs string) (*Pla
 	}
 
 	req := daemon.Request{
-		Key:       leases.Key{Network: conf.Name, ContainerID: containerID, IfName: ifName},
-		Netns:     netns,
-		Master:    conf.Master,
-		Mode:      conf.Mode,
-		Broadcast: ic.Broadcast == nil || *ic.Broadcast,
-		Timeout:   p.Timeout,
+		Key: leases.Key{Network: conf.Name, ContainerID: containerID, IfName: ifName},
+		Attachment: leases.Attachment{
+			Netns:     netns,
+			Master:    conf.Master,
+			Mode:      conf.Mode,
+			Broadcast: ic.Broadcast == nil || *ic.Broadcast,
+		},
+		Timeout: p.Timeout,
 	}
 	var extra []uint8
 	skipDefault := false

@@ -58,20 +58,15 @@ func TestParseConfigDefaults(t *testing.T) {
 	if p.SocketPath != "/run/cni/dhcp.sock" || p.Timeout != 10*time.Second {
 		t.Errorf("socket %q timeout %s, want /run/cni/dhcp.sock 10s", p.SocketPath, p.Timeout)
 	}
-	got := struct {
+	type summary struct {
 		Key               leases.Key
 		Master, Mode      string
 		Broadcast         bool
 		Request           []uint8
 		ClientIDFromParse bool
-	}{p.Req.Key, p.Req.Master, p.Req.Mode, p.Req.Broadcast, p.Req.Request, bytes.Equal(p.Req.ClientID, ClientID(p.Req.Key))}
-	want := struct {
-		Key               leases.Key
-		Master, Mode      string
-		Broadcast         bool
-		Request           []uint8
-		ClientIDFromParse bool
-	}{leases.Key{Network: "lan", ContainerID: "c1", IfName: "net1"}, "eth1", "l3", true, defaultRequest, true}
+	}
+	got := summary{p.Req.Key, p.Req.Master, p.Req.Mode, p.Req.Broadcast, p.Req.Request, bytes.Equal(p.Req.ClientID, ClientID(p.Req.Key))}
+	want := summary{leases.Key{Network: "lan", ContainerID: "c1", IfName: "net1"}, "eth1", "l3", true, defaultRequest, true}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("request (-want +got):\n%s", d)
 	}
@@ -86,20 +81,15 @@ func TestParseConfigOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := struct {
+	type summary struct {
 		Broadcast bool
 		Timeout   time.Duration
 		Request   []uint8
 		Provide   map[uint8][]byte
 		ClientID  string
-	}{p.Req.Broadcast, p.Req.Timeout, p.Req.Request, p.Req.Provide, string(p.Req.ClientID)}
-	want := struct {
-		Broadcast bool
-		Timeout   time.Duration
-		Request   []uint8
-		Provide   map[uint8][]byte
-		ClientID  string
-	}{false, 3 * time.Second, []uint8{1, 42}, map[uint8][]byte{12: []byte("web-0")}, "my-id"}
+	}
+	got := summary{p.Req.Broadcast, p.Req.Timeout, p.Req.Request, p.Req.Provide, string(p.Req.ClientID)}
+	want := summary{false, 3 * time.Second, []uint8{1, 42}, map[uint8][]byte{12: []byte("web-0")}, "my-id"}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("request (-want +got):\n%s", d)
 	}

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -53,39 +52,11 @@ func TestConcurrentAddsOneMaster(t *testing.T) {
 	defer cancel()
 	list := network(t, l.socket, "20s", `"provide":[{"option":"host-name","fromArg":"K8S_POD_NAME"}]`)
 	cn := cniConfig(t)
-	results := make([]*current.Result, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
+	results := addAll(ctx, t, cn, list, cs, func(f func() error) error { return f() })
 	for i, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r, err := cn.AddNetworkList(ctx, list, c.rt())
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			results[i], errs[i] = current.NewResultFromResult(r)
-		}()
-	}
-	wg.Wait()
-	addrs := map[string]string{}
-	for i, c := range cs {
-		if errs[i] != nil {
-			t.Errorf("ADD %s: %v", c.id, errs[i])
-			continue
-		}
-		a := results[i].IPs[0].Address.String()
-		if other, dup := addrs[a]; dup {
-			t.Errorf("%s and %s both got %s", other, c.id, a)
-		}
-		addrs[a] = c.id
 		if gw := results[i].IPs[0].Gateway.String(); gw != "192.0.2.1" {
 			t.Errorf("%s: gateway %s, want 192.0.2.1", c.id, gw)
 		}
-	}
-	if t.Failed() {
-		t.FailNow()
 	}
 	server := l.serverLeases()
 	if len(server) != n {

@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
@@ -53,35 +51,9 @@ func testIPVlanMode(t *testing.T, mode string) {
 	// The plugin is run from the host namespace, where the master is.
 	inHost := func(f func() error) error { return l.host.Do(func(ns.NetNS) error { return f() }) }
 
-	results := make([]*current.Result, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
+	results := addAll(ctx, t, cn, list, cs, inHost)
 	for i, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = inHost(func() error {
-				r, err := cn.AddNetworkList(ctx, list, c.rt())
-				if err != nil {
-					return err
-				}
-				results[i], err = current.NewResultFromResult(r)
-				return err
-			})
-		}()
-	}
-	wg.Wait()
-	seen := map[string]string{}
-	for i, c := range cs {
-		if errs[i] != nil {
-			t.Errorf("ADD %s: %v", c.id, errs[i])
-			continue
-		}
 		a := results[i].IPs[0].Address
-		if other, dup := seen[a.String()]; dup {
-			t.Errorf("%s and %s both got %s", other, c.id, a.String())
-		}
-		seen[a.String()] = c.id
 		if got := c.addrs(t); len(got) != 1 || !got[0].IP.Equal(a.IP) {
 			t.Errorf("%s: eth0 holds %v, want %s", c.id, got, a.String())
 		}

@@ -10,11 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
@@ -311,4 +313,49 @@ func eventually(t *testing.T, timeout time.Duration, f func() error) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// addAll ADDs every container at once, each ADD run through in (from the
+// namespace the plugin must run in), and fails the test unless each ADD
+// succeeded with an address of its own. The results are in cs's order.
+func addAll(ctx context.Context, t *testing.T, cn *libcni.CNIConfig, list *libcni.NetworkConfigList, cs []*container, in func(func() error) error) []*current.Result {
+	t.Helper()
+	results := make([]*current.Result, len(cs))
+	errs := make([]error, len(cs))
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = in(func() error {
+				r, err := cn.AddNetworkList(ctx, list, c.rt())
+				if err != nil {
+					return err
+				}
+				results[i], err = current.NewResultFromResult(r)
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+	seen := map[string]string{}
+	for i, c := range cs {
+		if errs[i] != nil {
+			t.Errorf("ADD %s: %v", c.id, errs[i])
+			continue
+		}
+		if len(results[i].IPs) != 1 {
+			t.Errorf("ADD %s: %d addresses, want 1", c.id, len(results[i].IPs))
+			continue
+		}
+		a := results[i].IPs[0].Address.String()
+		if other, dup := seen[a]; dup {
+			t.Errorf("%s and %s both got %s", other, c.id, a)
+		}
+		seen[a] = c.id
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	return results
 }

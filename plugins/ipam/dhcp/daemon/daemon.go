@@ -219,10 +219,8 @@ func (d *Daemon) add(ctx context.Context, req *Request) (_ *client.Lease, err er
 	if err != nil {
 		return nil, err
 	}
-	rec := &leases.Record{
-		Key: req.Key, Netns: req.Netns, Master: master, Mode: req.Mode,
-		ClientID: req.ClientID, Broadcast: req.Broadcast, Request: req.Request, Provide: req.Provide,
-	}
+	rec := &leases.Record{Key: req.Key, Attachment: req.Attachment}
+	rec.Master = master
 	timeout := req.Timeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second

@@ -50,14 +50,25 @@ func namespaceExists(path string) bool {
 	return st.Type == unix.NSFS_MAGIC || st.Type == unix.PROC_SUPER_MAGIC
 }
 
-func handleAt(path string) (*netlink.Handle, error) {
+// linkAt looks up ifname in the namespace at path, through a netlink
+// handle bound to it (route only: the other families, xfrm and so on, may
+// be unloaded modules). The caller closes the handle.
+func linkAt(path, ifname string) (*netlink.Handle, netlink.Link, error) {
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
-		return nil, fmt.Errorf("open namespace %s: %w", path, err)
+		return nil, nil, fmt.Errorf("open namespace %s: %w", path, err)
 	}
 	defer ns.Close()
-	// Route only: the other families (xfrm, ...) may be absent (modules).
-	return netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, nil, fmt.Errorf("netlink in %s: %w", path, err)
+	}
+	l, err := h.LinkByName(ifname)
+	if err != nil {
+		h.Close()
+		return nil, nil, fmt.Errorf("interface %q in %s: %w", ifname, path, err)
+	}
+	return h, l, nil
 }
 
 // removeAddress is `ip -n NS addr del ADDR dev IFNAME`; a missing
@@ -66,15 +77,15 @@ func removeAddress(path, ifname string, addr netip.Prefix) error {
 	if path == "" || !namespaceExists(path) {
 		return nil
 	}
-	h, err := handleAt(path)
+	h, l, err := linkAt(path, ifname)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	l, err := h.LinkByName(ifname)
-	if err != nil {
-		return nil
-	}
 	a, _ := netlink.ParseAddr(addr.String())
 	if err := h.AddrDel(l, a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("ip addr del %s dev %s in %s: %w", addr, ifname, path, err)
@@ -84,15 +95,11 @@ func removeAddress(path, ifname string, addr netip.Prefix) error {
 
 // holdsAddress checks that ifname in the namespace at path has addr.
 func holdsAddress(path, ifname string, addr netip.Prefix) error {
-	h, err := handleAt(path)
+	h, l, err := linkAt(path, ifname)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	l, err := h.LinkByName(ifname)
-	if err != nil {
-		return fmt.Errorf("interface %q in %s: %w", ifname, path, err)
-	}
 	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("ip addr show %s: %w", ifname, err)

@@ -40,16 +40,9 @@ const (
 type Request struct {
 	Verb string     `json:"verb"`
 	Key  leases.Key `json:"key"`
-	// Netns is the container's namespace path (absolute).
-	Netns string `json:"netns,omitempty"`
-	// Master is the interface to speak DHCP on, "" for the one the
-	// daemon's default route uses; Mode the ipvlan mode.
-	Master    string           `json:"master,omitempty"`
-	Mode      string           `json:"mode,omitempty"`
-	ClientID  []byte           `json:"clientID,omitempty"`
-	Broadcast bool             `json:"broadcast"`
-	Request   []uint8          `json:"request,omitempty"`
-	Provide   map[uint8][]byte `json:"provide,omitempty"`
+	// Attachment says where to speak for the attachment and how: Master
+	// "" is the interface of the daemon's default route.
+	leases.Attachment
 	// Timeout bounds an ADD's exchange with the server.
 	Timeout time.Duration `json:"timeout,omitempty"`
 	// Valid lists, for GC, the attachments of Key.Network to keep.

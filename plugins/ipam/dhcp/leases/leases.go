@@ -15,8 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,39 +38,44 @@ func (k Key) String() string {
 	return fmt.Sprintf("%s/%s/%s", k.Network, k.ContainerID, k.IfName)
 }
 
-// Record is what the daemon keeps about one attachment's lease.
-type Record struct {
-	Key Key `json:"key"`
+// Attachment is how the daemon speaks for one attachment.
+type Attachment struct {
 	// Netns is the container's network namespace (a path), Master the
 	// interface the daemon speaks DHCP on, Mode the ipvlan mode.
-	Netns  string `json:"netns"`
-	Master string `json:"master"`
+	Netns  string `json:"netns,omitempty"`
+	Master string `json:"master,omitempty"`
 	Mode   string `json:"mode,omitempty"`
 	// ClientID, Broadcast, Request and Provide are the attachment's
 	// identity on the wire (see client.Identity); Provide holds the raw
 	// options, code to value.
-	ClientID  []byte           `json:"clientID"`
+	ClientID  []byte           `json:"clientID,omitempty"`
 	Broadcast bool             `json:"broadcast"`
 	Request   []uint8          `json:"request,omitempty"`
 	Provide   map[uint8][]byte `json:"provide,omitempty"`
-	Lease     client.Lease     `json:"lease"`
+}
+
+// Identity is the attachment's client.Identity, its options in code order.
+func (a *Attachment) Identity() client.Identity {
+	id := client.Identity{ClientID: a.ClientID, Broadcast: a.Broadcast}
+	for _, c := range a.Request {
+		id.Request = append(id.Request, dhcpv4.GenericOptionCode(c))
+	}
+	for _, c := range slices.Sorted(maps.Keys(a.Provide)) {
+		id.Provide = append(id.Provide, dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(c), a.Provide[c]))
+	}
+	return id
+}
+
+// Record is what the daemon keeps about one attachment's lease.
+type Record struct {
+	Key Key `json:"key"`
+	Attachment
+	Lease client.Lease `json:"lease"`
 	// Released marks a lease whose DEL came while the DHCPRELEASE could
 	// not be sent: the daemon retries the release and then forgets it.
 	Released bool `json:"released,omitempty"`
 	// Updated is when the record was last written.
 	Updated time.Time `json:"updated"`
-}
-
-// Identity is the record's client.Identity.
-func (r *Record) Identity() client.Identity {
-	id := client.Identity{ClientID: r.ClientID, Broadcast: r.Broadcast}
-	for _, c := range r.Request {
-		id.Request = append(id.Request, dhcpv4.GenericOptionCode(c))
-	}
-	for c, v := range r.Provide {
-		id.Provide = append(id.Provide, dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(c), v))
-	}
-	return id
 }
 
 // Store is a directory of records.

@@ -15,11 +15,13 @@ import (
 
 func record(id string) *Record {
 	return &Record{
-		Key:      Key{Network: "lan", ContainerID: id, IfName: "eth0"},
-		Netns:    "/run/netns/" + id,
-		Master:   "eth1",
-		ClientID: []byte{255, 1, 2, 3, 4, 0, 4},
-		Provide:  map[uint8][]byte{12: []byte("web-0")},
+		Key: Key{Network: "lan", ContainerID: id, IfName: "eth0"},
+		Attachment: Attachment{
+			Netns:    "/run/netns/" + id,
+			Master:   "eth1",
+			ClientID: []byte{255, 1, 2, 3, 4, 0, 4},
+			Provide:  map[uint8][]byte{12: []byte("web-0")},
+		},
 		Lease: client.Lease{
 			Address: netip.MustParsePrefix("192.0.2.80/24"), Server: netip.MustParseAddr("192.0.2.1"),
 			Bound: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Duration: 2 * time.Minute,
