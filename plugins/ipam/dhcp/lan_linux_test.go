@@ -34,7 +34,7 @@ import (
 
 // requireLAN skips the test without root or dnsmasq; under CI=true and
 // in the VM guest it fails instead.
-func requireLAN(t *testing.T) string {
+func requireLAN(t testing.TB) string {
 	t.Helper()
 	fail := t.Skipf
 	if os.Getenv("CI") == "true" || testenv.InVM() {
@@ -53,7 +53,7 @@ func requireLAN(t *testing.T) string {
 }
 
 type lan struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	dnsmasq string
 	host    ns.NetNS
@@ -65,7 +65,7 @@ type lan struct {
 	dnsmasqLog string
 }
 
-func newLAN(t *testing.T) *lan {
+func newLAN(t testing.TB) *lan {
 	l := &lan{t: t, dnsmasq: requireLAN(t), dir: t.TempDir()}
 	l.socket = filepath.Join(l.dir, "dhcp.sock")
 	l.state = filepath.Join(l.dir, "state")
@@ -82,7 +82,7 @@ func newLAN(t *testing.T) *lan {
 	return l
 }
 
-func setUp(t *testing.T, h *netlink.Handle, name, addr string) netlink.Link {
+func setUp(t testing.TB, h *netlink.Handle, name, addr string) netlink.Link {
 	t.Helper()
 	link, err := h.LinkByName(name)
 	if err != nil {
@@ -274,7 +274,7 @@ func (c *container) rt() *libcni.RuntimeConf {
 }
 
 // apply puts addr on eth0, as the ipvlan plugin does with the result.
-func (c *container) apply(t *testing.T, addr *net.IPNet) {
+func (c *container) apply(t testing.TB, addr *net.IPNet) {
 	t.Helper()
 	l, err := c.h.LinkByName("eth0")
 	if err != nil {
@@ -285,7 +285,7 @@ func (c *container) apply(t *testing.T, addr *net.IPNet) {
 	}
 }
 
-func (c *container) addrs(t *testing.T) []netlink.Addr {
+func (c *container) addrs(t testing.TB) []netlink.Addr {
 	t.Helper()
 	l, err := c.h.LinkByName("eth0")
 	if err != nil {
@@ -300,7 +300,7 @@ func (c *container) addrs(t *testing.T) []netlink.Addr {
 
 // eventually polls f until it succeeds or timeout passes: the daemon and
 // dnsmasq are other processes, working on their own schedule.
-func eventually(t *testing.T, timeout time.Duration, f func() error) {
+func eventually(t testing.TB, timeout time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -318,7 +318,7 @@ func eventually(t *testing.T, timeout time.Duration, f func() error) {
 // addAll ADDs every container at once, each ADD run through in (from the
 // namespace the plugin must run in), and fails the test unless each ADD
 // succeeded with an address of its own. The results are in cs's order.
-func addAll(ctx context.Context, t *testing.T, cn *libcni.CNIConfig, list *libcni.NetworkConfigList, cs []*container, in func(func() error) error) []*current.Result {
+func addAll(ctx context.Context, t testing.TB, cn *libcni.CNIConfig, list *libcni.NetworkConfigList, cs []*container, in func(func() error) error) []*current.Result {
 	t.Helper()
 	results := make([]*current.Result, len(cs))
 	errs := make([]error, len(cs))

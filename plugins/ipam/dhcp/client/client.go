@@ -263,6 +263,10 @@ func awaitReply(ctx context.Context, t Transport, id Identity, xid dhcpv4.Transa
 		if err != nil {
 			return nil, nil, err
 		}
+		// Decode only replies to this transaction: op 2, xid at 4-7.
+		if len(b) < 8 || b[0] != 2 || dhcpv4.TransactionID(b[4:8]) != xid {
+			continue
+		}
 		reply, err := dhcpv4.FromBytes(b)
 		if err != nil || !Matches(reply, xid, id.ClientID) {
 			continue

@@ -22,6 +22,26 @@ type Conn struct {
 	ifindex int
 	mac     net.HardwareAddr
 	f       *os.File
+	// buf receives one packet at a time (Receive is not concurrent).
+	buf []byte
+}
+
+// clientPortFilter is a classic BPF program that keeps, of the IPv4
+// packets the socket sees, the unfragmented UDP datagrams to port 68, so
+// the kernel drops the rest (the requests going out of the interface
+// among them) before they wake the reader: a daemon renewing many leases
+// has a socket open per exchange, and each would see every other's
+// traffic.
+var clientPortFilter = []unix.SockFilter{
+	{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: 9},                       // protocol
+	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 6, K: protoUDP}, //
+	{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 6},                       // flags, fragment offset
+	{Code: unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K, Jt: 4, Jf: 0, K: 0x3fff},  // MF or an offset: drop
+	{Code: unix.BPF_LDX | unix.BPF_B | unix.BPF_MSH, K: 0},                      // X = IPv4 header length
+	{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_IND, K: 2},                       // UDP destination port
+	{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: ClientPort},
+	{Code: unix.BPF_RET | unix.BPF_K, K: 0xffff},
+	{Code: unix.BPF_RET | unix.BPF_K, K: 0},
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -36,11 +56,17 @@ func Open(name string) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open a packet socket on %q: %w", name, err)
 	}
+	prog := unix.SockFprog{Len: uint16(len(clientPortFilter)), Filter: &clientPortFilter[0]}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("filter a packet socket on %q: %w", name, err)
+	}
+	// Bound after the filter is attached: no packet gets in unfiltered.
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifi.Index}); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("bind a packet socket to %q: %w", name, err)
 	}
-	return &Conn{ifindex: ifi.Index, mac: ifi.HardwareAddr, f: os.NewFile(uintptr(fd), "dhcp:"+name)}, nil
+	return &Conn{ifindex: ifi.Index, mac: ifi.HardwareAddr, f: os.NewFile(uintptr(fd), "dhcp:"+name), buf: make([]byte, 1<<16)}, nil
 }
 
 // HardwareAddr is the interface's MAC address.
@@ -106,7 +132,7 @@ func (c *Conn) Receive(ctx context.Context) ([]byte, net.HardwareAddr, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	buf := make([]byte, 1<<16)
+	buf := c.buf
 	for {
 		var (
 			n    int
