@@ -48,6 +48,8 @@ type Daemon struct {
 	claims map[netip.Addr]leases.Key
 	// keepers are the goroutines that renew leases, by attachment.
 	keepers map[leases.Key]*keeper
+	// muxes share one packet socket per master among its exchanges.
+	muxes map[string]*client.Mux
 	// wg counts the keepers, for Close.
 	wg sync.WaitGroup
 }
@@ -65,7 +67,7 @@ func New(opt Options) *Daemon {
 	if opt.RequestTimeout <= 0 {
 		opt.RequestTimeout = 10 * time.Second
 	}
-	return &Daemon{opt: opt, claims: map[netip.Addr]leases.Key{}, keepers: map[leases.Key]*keeper{}}
+	return &Daemon{opt: opt, claims: map[netip.Addr]leases.Key{}, keepers: map[leases.Key]*keeper{}, muxes: map[string]*client.Mux{}}
 }
 
 // Listen opens the unix socket at path (its directory created, a stale
@@ -227,7 +229,7 @@ func (d *Daemon) add(ctx context.Context, req *Request) (_ *client.Lease, err er
 	}
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := client.Open(master)
+	conn, err := d.transport(master)
 	if err != nil {
 		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("lease for %s: %v", req.Key.IfName, err), "")
 	}
@@ -278,7 +280,7 @@ func (d *Daemon) del(ctx context.Context, key leases.Key) error {
 
 // release sends the DHCPRELEASE and forgets the lease.
 func (d *Daemon) release(rec *leases.Record) error {
-	conn, err := client.Open(rec.Master)
+	conn, err := d.transport(rec.Master)
 	if err != nil {
 		return fmt.Errorf("release %s: %w", rec.Lease.Address, err)
 	}
@@ -349,6 +351,36 @@ func (d *Daemon) Close() {
 	}
 	d.mu.Unlock()
 	d.wg.Wait()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, m := range d.muxes {
+		m.Close()
+		delete(d.muxes, name)
+	}
+}
+
+// transport returns a Transport for one exchange on master, through the
+// master's Mux, opened on first use and again when its socket is gone
+// (the master deleted or down).
+func (d *Daemon) transport(master string) (*client.MuxTransport, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if m, ok := d.muxes[master]; ok {
+		select {
+		case <-m.Done():
+			m.Close()
+			delete(d.muxes, master)
+		default:
+			return m.Transport(), nil
+		}
+	}
+	c, err := client.Open(master)
+	if err != nil {
+		return nil, err
+	}
+	m := client.NewMux(c)
+	d.muxes[master] = m
+	return m.Transport(), nil
 }
 
 func (d *Daemon) startKeeper(rec *leases.Record) {
@@ -456,7 +488,7 @@ func (d *Daemon) keep(ctx context.Context, rec *leases.Record) {
 }
 
 func (d *Daemon) renew(ctx context.Context, rec *leases.Record) (*client.Lease, error) {
-	conn, err := client.Open(rec.Master)
+	conn, err := d.transport(rec.Master)
 	if err != nil {
 		return nil, fmt.Errorf("renew %s: %w", rec.Lease.Address, err)
 	}
