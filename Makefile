@@ -13,7 +13,7 @@ COUNTS  := $(CACHE)/test-counts
 export GOFLAGS := -buildvcs=false
 
 # Packages whose tests need a real kernel: they run in the VM, one boot each.
-VM_PKGS := ./internal/testenv ./plugins/main/ipvlan
+VM_PKGS := ./internal/testenv ./plugins/main/ipvlan ./plugins/ipam/dhcp
 
 # The VM tiers boot each of Debian's kernels in turn: 6.1 generic, 6.1 cloud
 # (the flavour Debian's cloud images run: no wireless support, no /dev/port)
@@ -37,9 +37,11 @@ tools:
 
 ## deps: the Debian packages the VM harness uses (vmexec also installs them),
 ## the reference plugins that host-local's interoperability test and
-## make bench compare against, and the etcd server cluster-ipam's tests run
+## make bench compare against, the etcd server cluster-ipam's tests run, and dnsmasq,
+## the DHCP server of dhcp's tests
 REFERENCE := /usr/lib/cni
-DEBS := qemu-system-x86 busybox-static iproute2 nftables xz-utils containernetworking-plugins etcd-server
+DNSMASQ   := /usr/sbin/dnsmasq
+DEBS := qemu-system-x86 busybox-static iproute2 nftables xz-utils containernetworking-plugins etcd-server dnsmasq-base
 deps:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	  test -z "$$missing" || { apt-get update -q && \
@@ -54,7 +56,7 @@ unit: tools deps
 
 ## vmtest-<kernel package>: the VM tier on one kernel; vmtest: on each
 vmtest-%: tools deps build
-	VMTEST_KERNEL=$* VMTEST_FILES=$(REFERENCE)/host-local:/usr/bin/etcd CGO_ENABLED=0 \
+	VMTEST_KERNEL=$* VMTEST_FILES=$(REFERENCE)/host-local:/usr/bin/etcd:$(DNSMASQ) CGO_ENABLED=0 \
 	  $(GO) test -json -count=1 -timeout 20m -exec $(VMEXEC) $(VM_PKGS) | \
 	  $(TESTSUM) -label "vm, $*" -no-skip -record $(COUNTS)
 
