@@ -166,8 +166,8 @@ func TestEntryNames(t *testing.T) {
 			t.Errorf("entryName(%+v) = %q, want %q", tt.owner, got, tt.want)
 		}
 	}
-	if got := entryName(store.Attachment{ContainerID: long, IfName: "eth0"}); !strings.HasPrefix(got, "=") || len(got) != 65 {
-		t.Errorf("entryName(long) = %q, want =<sha256 hex>", got)
+	if got := entryName(store.Attachment{ContainerID: long, IfName: "eth0"}); !strings.HasPrefix(got, "=") || len(got) != 33 {
+		t.Errorf("entryName(long) = %q, want =<FNV-1a 128 hex>", got)
 	}
 }
 

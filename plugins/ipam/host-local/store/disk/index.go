@@ -2,10 +2,10 @@ package disk
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 	"math/rand/v2"
 	"net/netip"
@@ -72,16 +72,19 @@ func unescape(v string) (string, bool) {
 	return b.String(), true
 }
 
-// entryName is "<escaped id>+<escaped ifname>", or "=<sha256>" when that is
-// too long for a file name. A hashed entry names its owner in its content,
-// so a hash collision is detected, not trusted.
+// entryName is "<escaped id>+<escaped ifname>", or "=<FNV-1a 128>" when
+// that is too long for a file name. A hashed entry names its owner in its
+// content, so a hash collision is detected, not trusted: no cryptographic
+// hash is needed, and crypto/sha256 would bring the FIPS module's
+// initialisation, and its 32 MiB of zeroed memory, to every plugin start.
 func entryName(o store.Attachment) string {
 	n := escape(o.ContainerID) + "+" + escape(o.IfName)
 	if len(n) <= maxEntryName {
 		return n
 	}
-	sum := sha256.Sum256([]byte(leaseContent(o)))
-	return "=" + hex.EncodeToString(sum[:])
+	h := fnv.New128a()
+	h.Write([]byte(leaseContent(o)))
+	return "=" + hex.EncodeToString(h.Sum(nil))
 }
 
 func (s *Store) entryPath(o store.Attachment) string {
