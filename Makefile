@@ -89,6 +89,11 @@ bench: tools deps build
 	@sed -n 's/^bench-json: //p' $(CACHE)/bench.log > bench.json && echo "bench: wrote bench.json"
 	$(GO) run ./internal/cmd/hlbench -ours bin/host-local -reference $(REFERENCE)/host-local
 	CGO_ENABLED=0 $(GO) build -o $(TOOLS)/ ./internal/cmd/clusterbench && $(TOOLS)/clusterbench -bin bin | tee $(CACHE)/clusterbench.log
+	@echo "bench: ipvlan ADD with dhcp beside host-local, against dnsmasq, in the VM"
+	VMTEST_KERNEL=$(BENCH_KERNEL) VMTEST_FILES=$(DNSMASQ) CGO_ENABLED=0 \
+	  $(GO) test -run '^$$' -bench IPVlanAdd -benchtime 1x -exec $(VMEXEC) ./plugins/ipam/dhcp
+	@echo "bench: the dhcp daemon's CPU time per renewal with 200 leases held (natively)"
+	$(GO) test -run '^$$' -bench RenewalCPU -benchtime 1x ./plugins/ipam/dhcp
 	@echo "bench: host-local allocate+release, lease store in memory (tmpfs): the cost of the lease count alone"
 	TMPDIR=/dev/shm $(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./plugins/ipam/host-local/allocator
 	@echo "bench: the same on this machine's disk (temporary directory): adds the file system's own latency"
