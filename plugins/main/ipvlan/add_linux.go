@@ -114,7 +114,7 @@ func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint)
 	if err := fail.after(stepVLAN); err != nil {
 		return nil, nil, err
 	}
-	if conf.MTU > parent.Attrs().MTU {
+	if parent.Attrs().Index != master.Attrs().Index && conf.MTU > parent.Attrs().MTU {
 		return nil, nil, invalidConfig("invalid mtu %d: above the MTU %d of %q, the VLAN %d sub-interface of master %q", conf.MTU, parent.Attrs().MTU, parent.Attrs().Name, conf.VLAN, master.Attrs().Name)
 	}
 
