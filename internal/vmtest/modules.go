@@ -33,11 +33,14 @@ func uncompressed(file string) (string, error) {
 	if _, err := os.Stat(ko); err == nil {
 		return ko, nil
 	}
-	tmp := ko + ".tmp"
-	out, err := os.Create(tmp)
+	// Test binaries of several packages build their initramfs at once from
+	// a fresh cache: each unpacks to a file of its own and renames it into
+	// place, and every rename leaves the same bytes.
+	out, err := os.CreateTemp(filepath.Dir(ko), filepath.Base(ko)+".tmp-*")
 	if err != nil {
 		return "", err
 	}
+	tmp := out.Name()
 	cmd := exec.Command("xz", "-dc", file)
 	cmd.Stdout = out
 	var stderr bytes.Buffer
@@ -46,11 +49,18 @@ func uncompressed(file string) (string, error) {
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
 	if err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("xz -dc %s: %w: %s", file, err, strings.TrimSpace(stderr.String()))
 	}
-	return ko, os.Rename(tmp, ko)
+	if err := os.Rename(tmp, ko); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return ko, nil
 }
 
 // builtin marks, in a module index, a module compiled into the kernel: it

@@ -1,6 +1,7 @@
 package vmtest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,5 +71,44 @@ func TestUncompressedModule(t *testing.T) {
 	}
 	if index, _ := indexModules(dir); index["m"] != ko {
 		t.Errorf("index after unpacking = %v, want m at %s", index, ko)
+	}
+}
+
+// Test binaries of several packages unpack the same module at once on a
+// fresh cache: every one of them gets the module, and no temp file stays.
+func TestUncompressedModuleConcurrently(t *testing.T) {
+	dir := t.TempDir()
+	ko := filepath.Join(dir, "m.ko")
+	want := make([]byte, 1<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(ko, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("xz", ko).CombinedOutput(); err != nil {
+		t.Fatalf("xz: %v: %s", err, out)
+	}
+	const callers = 8
+	errs := make(chan error, callers)
+	for range callers {
+		go func() {
+			got, err := uncompressed(ko + ".xz")
+			if err == nil && got != ko {
+				err = fmt.Errorf("uncompressed = %q, want %q", got, ko)
+			}
+			errs <- err
+		}()
+	}
+	for range callers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if b, err := os.ReadFile(ko); err != nil || string(b) != string(want) {
+		t.Errorf("unpacked module: %d bytes, %v; want the original %d", len(b), err, len(want))
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.tmp*")); len(left) > 0 {
+		t.Errorf("temp files left: %v", left)
 	}
 }
