@@ -16,7 +16,8 @@ import (
 )
 
 // network is the configuration both implementations are measured with;
-// only the directory the plugins are found in differs. cniVersion 1.0.0 is
+// only the directory the plugins are found in differs, and the features
+// phase adds a field of ours (the second %s). cniVersion 1.0.0 is
 // the newest the reference (containernetworking-plugins 1.1.1) speaks.
 const network = `{
   "cniVersion": "1.0.0",
@@ -24,7 +25,7 @@ const network = `{
   "plugins": [{
     "type": "ipvlan",
     "master": %q,
-    "mode": "l2",
+    "mode": "l2",%s
     "ipam": {
       "type": "host-local",
       "ranges": [[{"subnet": "10.128.0.0/16"}]],
@@ -54,17 +55,25 @@ type impl struct {
 	conf    *libcni.NetworkConfigList
 }
 
-func newImpl(name, dir, tmp string, e *env) (*impl, error) {
+// newImpl prepares an implementation; extra is added to the plugin's
+// configuration as it is (`"hostAccess": true,` and the like).
+func newImpl(name, dir, tmp string, e *env, extra string) (*impl, error) {
+	return newImplIn(name, dir, tmp, filepath.Join(tmp, name, "ipam"), e, extra)
+}
+
+// newImplIn is newImpl with the IPAM data directory given: implementations
+// attached at once to one master must lease from one store.
+func newImplIn(name, dir, tmp, dataDir string, e *env, extra string) (*impl, error) {
 	for _, p := range []string{"ipvlan", "host-local"} {
 		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
 			return nil, fmt.Errorf("%s: plugin %s: %w", name, p, err)
 		}
 	}
-	im := &impl{name: name, dir: dir, env: e, dataDir: filepath.Join(tmp, name, "ipam")}
+	im := &impl{name: name, dir: dir, env: e, dataDir: dataDir}
 	if err := os.MkdirAll(im.dataDir, 0o755); err != nil {
 		return nil, err
 	}
-	conf, err := libcni.ConfListFromBytes(fmt.Appendf(nil, network, masterName, im.dataDir))
+	conf, err := libcni.ConfListFromBytes(fmt.Appendf(nil, network, masterName, extra, im.dataDir))
 	if err != nil {
 		return nil, fmt.Errorf("%s: network configuration: %w", name, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"os/exec"
 	"runtime"
 	"slices"
@@ -46,11 +47,11 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 	}
 	defer e.close()
 
-	ours, err := newImpl("ours", cfg.ours, tmp, e)
+	ours, err := newImpl("ours", cfg.ours, tmp, e, "")
 	if err != nil {
 		return err
 	}
-	ref, err := newImpl("reference", cfg.reference, tmp, e)
+	ref, err := newImpl("reference", cfg.reference, tmp, e, "")
 	if err != nil {
 		return err
 	}
@@ -76,7 +77,8 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 		}
 		return pool, err
 	}
-	pool, err := grow(max(cfg.containers, cfg.runs))
+	// Two more than measured: the features phase's resident attachments.
+	pool, err := grow(max(cfg.containers+2, cfg.runs))
 	if err != nil {
 		return err
 	}
@@ -131,6 +133,10 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 	}
 
 	logf("none attached: %s; %s", neighStats("arp_cache"), neighStats("ndisc_cache"))
+
+	if err := featuresPhase(ctx, cfg, tmp, e, pool[:cfg.containers+2], rep, leak, logf); err != nil {
+		return err
+	}
 
 	if pool, err = grow(cfg.parallel); err != nil {
 		return err
@@ -223,6 +229,59 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 		errs = append(errs, fmt.Errorf("%d leak checks found something left behind after DEL", len(rep.Leaks)))
 	}
 	return errors.Join(errs...)
+}
+
+// featuresPhase measures ours with hostAccess and with vlan beside the
+// plain configuration, the three in turn container by container, as the
+// idle phase does. Each feature keeps one resident attachment for the
+// whole phase, as a node with pods on a master has: the host-side parts
+// (the hostAccess interface, the VLAN sub-interface) are made before the
+// phase and removed after it, and what is measured is a pod's ADD and DEL
+// beside others, not the first and the last. The leak check afterwards
+// covers them: no link but the master is left in the host namespace.
+func featuresPhase(ctx context.Context, cfg config, tmp string, e *env, cs []ns.NetNS, rep *Report, leak func(error) error, logf func(string, ...any)) error {
+	// One lease store: the three are attached to the master at once, and
+	// ipvlan refuses an address twice on one master.
+	dataDir := filepath.Join(tmp, "features", "ipam")
+	plain, err := newImplIn("plain", cfg.ours, tmp, dataDir, e, "")
+	if err != nil {
+		return err
+	}
+	host, err := newImplIn("hostAccess", cfg.ours, tmp, dataDir, e, "\n    \"hostAccess\": true,")
+	if err != nil {
+		return err
+	}
+	vlan, err := newImplIn("vlan", cfg.ours, tmp, dataDir, e, "\n    \"vlan\": 10,")
+	if err != nil {
+		return err
+	}
+	measured, spare := cs[:len(cs)-2], cs[len(cs)-2:]
+	var residents []attachment
+	for i, im := range []*impl{host, vlan} {
+		a := im.attachments("resident", spare[i:i+1])[0]
+		if _, err := im.do(ctx, verbAdd, a); err != nil {
+			return err
+		}
+		residents = append(residents, a)
+	}
+	logf("features: ADD, CHECK, DEL in %d containers, plain, hostAccess and vlan in turn, beside one resident attachment of each", len(measured))
+	vs, err := cycles(ctx, []*impl{plain, host, vlan}, "features", measured)
+	if err != nil {
+		return err
+	}
+	rep.Features = &Features{Plain: vs[0], HostAccess: vs[1], VLAN: vs[2]}
+	for i, im := range []*impl{host, vlan} {
+		if _, err := im.do(ctx, verbDel, residents[i]); err != nil {
+			return err
+		}
+	}
+	for k, im := range []*impl{plain, host, vlan} {
+		logf("features: %s: p50 ADD %.3f, CHECK %.3f, DEL %.3f ms", im.name, vs[k].Add.P50, vs[k].Check.P50, vs[k].Del.P50)
+		if err := leak(im.checkLeaks("features", cs)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // attachedPhase attaches the fill with the workers (untimed, but its wall
