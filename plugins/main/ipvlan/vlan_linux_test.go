@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -312,5 +313,160 @@ func TestIntegrationVLANBadInputs(t *testing.T) {
 				t.Errorf("VLAN links = %v, want %v", got, keep)
 			}
 		})
+	}
+}
+
+// TestIntegrationHostAccessOnVLAN: hostAccess and vlan together. The host
+// has its address on its own VLAN 10 interface of veth0 (made by the
+// operator, so the plugin uses and keeps it); two containers on VLAN 10
+// with hostAccess are reached by the host (ping and TCP) and reach the
+// host's VLAN address, and a peer's VLAN 10 interface at the far end of
+// the veth reaches both. After both DELs the shim and its routes are gone
+// and the operator's VLAN interface is kept, with its address.
+func TestIntegrationHostAccessOnVLAN(t *testing.T) {
+	const hostVLANAddr = "10.60.10.254"
+	f := newNetFixture(t)
+	master, p := f.addPeer("192.168.99.1/24")
+	v := &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "mgmt10", ParentIndex: master.Attrs().Index}, VlanId: 10}
+	if err := f.hostH.LinkAdd(v); err != nil {
+		t.Fatalf("ip link add link veth0 name mgmt10 type vlan id 10: %v", err)
+	}
+	sub, err := f.hostH.LinkByName("mgmt10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := netlink.ParseAddr(hostVLANAddr + "/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.hostH.AddrAdd(sub, a); err != nil {
+		t.Fatalf("ip addr add %s dev mgmt10: %v", a, err)
+	}
+	if err := f.hostH.LinkSetUp(sub); err != nil {
+		t.Fatal(err)
+	}
+	vlanPeer(t, p, 10, "10.60.10.1/24")
+
+	ipam := hostLocalIPAM(f.dataDir, ipRange{"subnet": "10.60.10.0/24", "rangeStart": "10.60.10.5", "rangeEnd": "10.60.10.50"})
+	l := f.list("1.1.0", f.plugin(map[string]any{"master": "veth0", "vlan": 10, "hostAccess": true, "ipam": ipam}))
+	ca := f.newContainer("hostaccess-vlan-a")
+	cb := f.newContainer("hostaccess-vlan-b")
+	ips := map[*testContainer]string{ca: bareIPs(f.mustAdd(l, ca.rt()))[0], cb: bareIPs(f.mustAdd(l, cb.rt()))[0]}
+
+	shim := "ipvh" + strconv.Itoa(sub.Attrs().Index)
+	if _, err := f.hostH.LinkByName(shim); err != nil {
+		t.Fatalf("the host-side interface %s on mgmt10: %v", shim, err)
+	}
+	for _, c := range []*testContainer{ca, cb} {
+		ip := ips[c]
+		if got := c.state(t, testIf).Parent; got != sub.Attrs().Index {
+			t.Errorf("%s's parent index = %d, want mgmt10's %d", c.id, got, sub.Attrs().Index)
+		}
+		if err := pingOK(f.host, ip); err != nil {
+			t.Errorf("the host cannot ping %s %s: %v", c.id, ip, err)
+		}
+		if err := tcpOK(f.host, c.ns, ip); err != nil {
+			t.Errorf("the host cannot connect to %s: %v", c.id, err)
+		}
+		if err := pingOK(c.ns, hostVLANAddr); err != nil {
+			t.Errorf("%s cannot ping the host's VLAN address: %v", c.id, err)
+		}
+		if err := tcpOK(c.ns, f.host, hostVLANAddr); err != nil {
+			t.Errorf("%s cannot connect to the host: %v", c.id, err)
+		}
+		if err := pingOK(p.ns, ip); err != nil {
+			t.Errorf("the peer's VLAN 10 interface cannot reach %s: %v", ip, err)
+		}
+		if err := f.check(l, c.rt()); err != nil {
+			t.Errorf("CHECK %s: %v", c.id, err)
+		}
+	}
+
+	if err := f.del(l, ca.rt()); err != nil {
+		t.Fatalf("DEL a: %v", err)
+	}
+	if err := pingOK(f.host, ips[cb]); err != nil {
+		t.Errorf("after a's DEL the host cannot ping b: %v", err)
+	}
+	if err := f.del(l, cb.rt()); err != nil {
+		t.Fatalf("DEL b: %v", err)
+	}
+	if got := linkNamesWhere(t, f.hostH, func(l netlink.Link) bool { return l.Type() == "ipvlan" }); len(got) > 0 {
+		t.Errorf("ipvlan links left in the host netns: %v", got)
+	}
+	if got := f.hostRoutes(); len(got) > 0 {
+		t.Errorf("the plugin's host routes left: %v", got)
+	}
+	if got := f.vlanLinks(); !slices.Equal(got, []string{"mgmt10 10 "}) {
+		t.Errorf("VLAN links after both DELs = %v, want the operator's mgmt10 alone", got)
+	}
+	if got := globalAddrsOf(t, f.hostH, sub); !slices.Equal(got, []string{hostVLANAddr + "/24"}) {
+		t.Errorf("mgmt10's addresses after both DELs = %v, want %s/24 kept", got, hostVLANAddr)
+	}
+	f.requireNothingLeft(ca)
+	f.requireNothingLeft(cb)
+}
+
+// TestIntegrationVLANHandOver: the plugin's VLAN link passes from one
+// group of containers to the next while both come and go. In each round
+// the previous round's containers are deleted while the next round's are
+// added, all at once, so that the last DEL of a group races the first ADD
+// of the next. Deleting the VLAN link under a new slave would make the
+// kernel delete the slave too, so after each round every container of it
+// must still have its link on VLAN 10 and pass CHECK; after the last
+// round's DELs the VLAN link is gone.
+func TestIntegrationVLANHandOver(t *testing.T) {
+	const rounds, perRound = 8, 4
+	f := newNetFixture(t)
+	l := f.list("1.1.0", f.plugin(map[string]any{"vlan": 10}))
+	var prev []*testContainer
+	var all []*testContainer
+	for r := range rounds + 1 {
+		var next []*testContainer
+		if r < rounds {
+			for i := range perRound {
+				next = append(next, f.newContainer(fmt.Sprintf("vlan-handover-%d-%d", r, i)))
+			}
+		}
+		all = append(all, next...)
+		errs := make([]error, len(prev)+len(next))
+		var wg sync.WaitGroup
+		for i, c := range prev {
+			wg.Go(func() {
+				if err := f.del(l, c.rt()); err != nil {
+					errs[i] = fmt.Errorf("DEL %s: %w", c.id, err)
+				}
+			})
+		}
+		for i, c := range next {
+			wg.Go(func() {
+				if _, err := f.add(l, c.rt()); err != nil {
+					errs[len(prev)+i] = fmt.Errorf("ADD %s: %w", c.id, err)
+				}
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatalf("round %d: %v", r, err)
+		}
+		for _, c := range next {
+			if !c.hasLink(t, testIf) {
+				t.Fatalf("round %d: %s lost its link: its VLAN parent was deleted under it", r, c.id)
+			}
+			parent, err := f.hostH.LinkByIndex(c.state(t, testIf).Parent)
+			if v, ok := parent.(*netlink.Vlan); err != nil || !ok || v.VlanId != 10 {
+				t.Errorf("round %d: %s's parent %v (%v) is not VLAN 10", r, c.id, parent, err)
+			}
+			if err := f.check(l, c.rt()); err != nil {
+				t.Errorf("round %d: CHECK %s: %v", r, c.id, err)
+			}
+		}
+		prev = next
+	}
+	if got := f.vlanLinks(); len(got) > 0 {
+		t.Errorf("VLAN links after the last DELs: %v", got)
+	}
+	for _, c := range all {
+		f.requireNothingLeft(c)
 	}
 }
