@@ -10,6 +10,10 @@ TOOLS   := $(CACHE)/bin
 VMEXEC  := $(TOOLS)/vmexec
 TESTSUM := $(TOOLS)/testsum
 COUNTS  := $(CACHE)/test-counts
+# IMAGE: the archive make image writes, an image named IMAGE_REF (the name
+# deploy/kubernetes/daemonset.yaml runs).
+IMAGE     := $(CACHE)/image/ipvlan-cni.tar
+IMAGE_REF ?= localhost/ipvlan-cni:dev
 export GOFLAGS := -buildvcs=false
 
 # Packages whose tests need a real kernel: they run in the VM, one boot each.
@@ -19,9 +23,10 @@ VM_PKGS := ./internal/testenv ./plugins/main/ipvlan ./plugins/ipam/dhcp
 # (the flavour Debian's cloud images run: no wireless support, no /dev/port)
 # and 6.12 LTS (modules compressed with xz).
 CLOUD_KERNEL := linux-image-cloud-amd64
+GENERIC_KERNEL := linux-image-amd64
 VM_KERNELS   := linux-image-amd64 $(CLOUD_KERNEL) linux-image-6.12-amd64
 
-.PHONY: all build tools deps unit vmtest test demo bench install clean
+.PHONY: all build tools deps unit vmtest vmtest-runtimes test demo bench image install clean
 
 all: build
 
@@ -37,11 +42,12 @@ tools:
 
 ## deps: the Debian packages the VM harness uses (vmexec also installs them),
 ## the reference plugins that host-local's interoperability test and
-## make bench compare against, the etcd server cluster-ipam's tests run, and dnsmasq,
-## the DHCP server of dhcp's tests
+## make bench compare against, the etcd server cluster-ipam's tests run, dnsmasq,
+## the DHCP server of dhcp's tests, and the runtimes of the runtime tier
 REFERENCE := /usr/lib/cni
 DNSMASQ   := /usr/sbin/dnsmasq
-DEBS := qemu-system-x86 busybox-static iproute2 nftables xz-utils containernetworking-plugins etcd-server dnsmasq-base
+DEBS := qemu-system-x86 busybox-static iproute2 nftables xz-utils containernetworking-plugins etcd-server dnsmasq-base \
+	containerd runc podman conmon crun
 deps:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	  test -z "$$missing" || { apt-get update -q && \
@@ -62,8 +68,21 @@ vmtest-%: tools deps build
 
 vmtest: $(addprefix vmtest-,$(VM_KERNELS))
 
+## vmtest-runtimes: containerd's CRI (driven by crictl, built from tools/)
+## and Podman as the plugins' clients, in the VM on the generic kernel, with
+## the image of make image; see internal/runtimes
+CRICTL   := $(TOOLS)/crictl
+RUNTIME_FILES := /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/bin/ctr /usr/sbin/runc \
+	/usr/bin/podman /usr/bin/conmon /usr/bin/crun $(REFERENCE)/loopback $(CRICTL) $(IMAGE)
+vmtest-runtimes: tools deps build image
+	cd tools && CGO_ENABLED=0 $(GO) build -o $(CRICTL) sigs.k8s.io/cri-tools/cmd/crictl
+	VMTEST_KERNEL=$(GENERIC_KERNEL) VMTEST_MEMORY=3072 IPVLAN_IMAGE=$(IMAGE) IPVLAN_CRICTL=$(CRICTL) \
+	  VMTEST_FILES=$$(echo $(RUNTIME_FILES) | tr ' ' :) CGO_ENABLED=0 \
+	  $(GO) test -json -count=1 -timeout 15m -exec $(VMEXEC) ./internal/runtimes | \
+	  $(TESTSUM) -label "vm, runtimes" -no-skip -record $(COUNTS)
+
 ## test: everything, the VM suites included; the last line sums the tiers
-test: unit vmtest
+test: unit vmtest vmtest-runtimes
 	@$(TESTSUM) -total $(COUNTS)
 
 demo: tools deps build
@@ -79,7 +98,6 @@ demo: tools deps build
 ## bench: ours beside Debian's reference plugins, in the VM; table + bench.json.
 ## BENCH_KERNEL picks the kernel: the cloud flavour by default (what cloud
 ## nodes run), $(GENERIC_KERNEL) for the generic one (see the README).
-GENERIC_KERNEL := linux-image-amd64
 BENCH_KERNEL ?= $(CLOUD_KERNEL)
 bench: tools deps build
 	CGO_ENABLED=0 $(GO) build -o $(TOOLS)/ ./internal/cmd/bench ./internal/cmd/noop
@@ -98,6 +116,18 @@ bench: tools deps build
 	TMPDIR=/dev/shm $(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./plugins/ipam/host-local/allocator
 	@echo "bench: the same on this machine's disk (temporary directory): adds the file system's own latency"
 	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./plugins/ipam/host-local/allocator
+
+## image: the plugins and the installer (deploy/installer) as an image archive
+## at $(IMAGE), named $(IMAGE_REF), written by deploy/image without a container
+## daemon: an OCI layout and a docker-save archive in one tar, which
+## ctr -n k8s.io images import, podman load and docker load read (see
+## deploy/kubernetes). The binaries are built as build does, for linux/amd64.
+IMAGE_BIN := $(CACHE)/image/bin
+image:
+	@mkdir -p $(IMAGE_BIN)
+	GOOS=linux GOARCH=amd64 CGO_ENABLED=0 $(GO) build -ldflags='$(PLUGIN_LDFLAGS)' -o $(IMAGE_BIN)/ \
+	  ./plugins/main/... ./plugins/ipam/... ./deploy/installer
+	$(GO) run ./deploy/image -bin $(IMAGE_BIN) -name $(IMAGE_REF) -o $(IMAGE)
 
 ## install: copy the plugins into /opt/cni/bin
 install: build

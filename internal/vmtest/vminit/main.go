@@ -63,6 +63,7 @@ func mountAll() error {
 		{"sysfs", "/sys", "sysfs"},
 		{"cgroup2", "/sys/fs/cgroup", "cgroup2"},
 		{"devtmpfs", "/dev", "devtmpfs"},
+		{"tmpfs", "/dev/shm", "tmpfs"}, // POSIX shared memory: Podman's locks
 		{"tmpfs", "/run", "tmpfs"},
 		{"tmpfs", "/tmp", "tmpfs"},
 	}
