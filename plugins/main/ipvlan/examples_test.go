@@ -43,7 +43,7 @@ func TestDeployExamples(t *testing.T) {
 				t.Fatal(err)
 			}
 			var nad struct {
-				Metadata struct{ Name string } `json:"metadata"`
+				Metadata struct{ Name string }   `json:"metadata"`
 				Spec     struct{ Config string } `json:"spec"`
 			}
 			if err := yaml.Unmarshal(data, &nad); err != nil {
