@@ -44,10 +44,16 @@ func decodeStrict(data []byte, v any) error {
 // manifests reads every YAML file of this directory.
 func manifests(t *testing.T) map[string][]byte {
 	t.Helper()
+	// The dhcp daemon's DaemonSet lives beside its systemd unit.
 	paths, err := filepath.Glob("*.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	dhcp, err := filepath.Glob("../dhcp/*.yaml")
+	if err != nil || len(dhcp) == 0 {
+		t.Fatalf("the dhcp daemon's manifests: %v, %v", dhcp, err)
+	}
+	paths = append(paths, dhcp...)
 	files := map[string][]byte{}
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
@@ -59,7 +65,7 @@ func manifests(t *testing.T) map[string][]byte {
 	return files
 }
 
-// TestManifestsDecodeStrictly: every YAML file here is one document of a
+// TestManifestsDecodeStrictly: every YAML file here and in deploy/dhcp is one document of a
 // known kind that decodes into its API type with no unknown field.
 func TestManifestsDecodeStrictly(t *testing.T) {
 	files := manifests(t)
@@ -97,7 +103,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 		})
 	}
 	slices.Sort(kinds)
-	want := []string{"DaemonSet", "NetworkAttachmentDefinition", "NetworkAttachmentDefinition", "NetworkAttachmentDefinition"}
+	want := []string{"DaemonSet", "DaemonSet", "NetworkAttachmentDefinition", "NetworkAttachmentDefinition", "NetworkAttachmentDefinition"}
 	if diff := cmp.Diff(want, kinds); diff != "" {
 		t.Errorf("kinds of the manifests (-want +got):\n%s", diff)
 	}
