@@ -71,12 +71,15 @@ vmtest: $(addprefix vmtest-,$(VM_KERNELS))
 ## vmtest-runtimes: containerd's CRI (driven by crictl, built from tools/)
 ## and Podman as the plugins' clients, in the VM on the generic kernel, with
 ## the image of make image; see internal/runtimes
+## (crictl goes to the guest's /usr/local/bin, the image to GUEST_IMAGE).
 CRICTL   := $(TOOLS)/crictl
+GUEST_IMAGE := /var/lib/ipvlan-cni/ipvlan-cni.tar
 RUNTIME_FILES := /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/bin/ctr /usr/sbin/runc \
-	/usr/bin/podman /usr/bin/conmon /usr/bin/crun $(REFERENCE)/loopback $(CRICTL) $(IMAGE)
+	/usr/bin/podman /usr/bin/conmon /usr/bin/crun $(REFERENCE)/loopback \
+	$(CRICTL)=/usr/local/bin/crictl $(IMAGE)=$(GUEST_IMAGE)
 vmtest-runtimes: tools deps build image
 	cd tools && CGO_ENABLED=0 $(GO) build -o $(CRICTL) sigs.k8s.io/cri-tools/cmd/crictl
-	VMTEST_KERNEL=$(GENERIC_KERNEL) VMTEST_MEMORY=3072 IPVLAN_IMAGE=$(IMAGE) IPVLAN_CRICTL=$(CRICTL) \
+	VMTEST_KERNEL=$(GENERIC_KERNEL) VMTEST_MEMORY=3072 IPVLAN_IMAGE=$(GUEST_IMAGE) \
 	  VMTEST_FILES=$$(echo $(RUNTIME_FILES) | tr ' ' :) CGO_ENABLED=0 \
 	  $(GO) test -json -count=1 -timeout 15m -exec $(VMEXEC) ./internal/runtimes | \
 	  $(TESTSUM) -label "vm, runtimes" -no-skip -record $(COUNTS)

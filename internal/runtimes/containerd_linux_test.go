@@ -66,11 +66,7 @@ var podPeer = netip.MustParsePrefix("10.77.0.2/24")
 // sandbox gets an ipvlan interface with a leased address, reaches the peer
 // from a container, and leaves no link and no lease once removed.
 func TestContainerdCRI(t *testing.T) {
-	// make vmtest-runtimes builds crictl and ships it at its host path.
-	crictl := os.Getenv("IPVLAN_CRICTL")
-	if crictl == "" {
-		crictl = "crictl"
-	}
+	const crictl = "crictl" // built from tools/ by make vmtest-runtimes
 	requireRuntime(t, "containerd", "containerd-shim-runc-v2", "runc", "ctr", crictl)
 	image := os.Getenv("IPVLAN_IMAGE")
 	if image == "" {

@@ -58,8 +58,12 @@ func buildInitramfs(ctx context.Context, cfg Config, k *Kernel, dst string) erro
 	if err := addBusybox(ctx, c); err != nil {
 		return err
 	}
-	for _, bin := range append(append([]string{}, hostBinaries...), cfg.Files...) {
-		if err := addWithLibraries(ctx, c, bin); err != nil {
+	for _, f := range append(append([]string{}, hostBinaries...), cfg.Files...) {
+		src, dst, ok := strings.Cut(f, "=")
+		if !ok {
+			dst = src
+		}
+		if err := addWithLibraries(ctx, c, src, dst); err != nil {
 			return err
 		}
 	}
@@ -108,19 +112,20 @@ func addBusybox(ctx context.Context, c *cpioWriter) error {
 	return nil
 }
 
-// addWithLibraries ships a host binary at its own path, the libraries it
-// loads, and for ip and nft a link in /sbin so scripts find them first.
-func addWithLibraries(ctx context.Context, c *cpioWriter, bin string) error {
-	libs, err := sharedLibraries(ctx, bin)
+// addWithLibraries ships the host file src at dst in the guest, the
+// libraries it loads, and for a file in /usr/sbin (ip, nft) a link in
+// /sbin so scripts find them first.
+func addWithLibraries(ctx context.Context, c *cpioWriter, src, dst string) error {
+	libs, err := sharedLibraries(ctx, src)
 	if err != nil {
 		return err
 	}
-	c.CopyFile(bin, bin)
+	c.CopyFile(dst, src)
 	for _, lib := range libs {
 		c.CopyFile(lib, lib)
 	}
-	if strings.HasPrefix(bin, "/usr/sbin/") {
-		c.Symlink("/sbin/"+filepath.Base(bin), bin)
+	if strings.HasPrefix(dst, "/usr/sbin/") {
+		c.Symlink("/sbin/"+filepath.Base(dst), dst)
 	}
 	return nil
 }

@@ -37,7 +37,8 @@ type Config struct {
 	// Env is added to the guest program's environment.
 	Env []string
 	// Files are host files placed at the same path in the guest, with the
-	// shared libraries they load.
+	// shared libraries they load; "src=dst" places src at dst instead (the
+	// guest mounts a tmpfs on /tmp, which hides anything shipped there).
 	Files []string
 	// Timeout bounds the whole run on the host side (default 30 minutes).
 	Timeout time.Duration

@@ -10,7 +10,8 @@
 // Environment:
 //
 //	VMTEST_FILES    colon-separated host files to copy into the guest at the
-//	                same path (with their shared libraries)
+//	                same path (with their shared libraries), or src=dst to
+//	                put src at dst
 //	VMTEST_KERNEL   the Debian kernel metapackage to boot (default
 //	                linux-image-amd64; linux-image-cloud-amd64 is the other
 //	                flavour the project runs on)
