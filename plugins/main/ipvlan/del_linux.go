@@ -35,10 +35,13 @@ func del(args *skel.CmdArgs, d *linkDeletion) error {
 		if !conf.HostAccess && conf.VLAN == 0 {
 			return nil
 		}
-		// The host side goes once the link is gone: the VLAN
-		// sub-interface after its last ipvlan link.
-		if err := d.wait(); err != nil {
-			return err
+		// A VLAN sub-interface goes after its last ipvlan link, so with
+		// vlan the host side waits for the link to be gone. hostAccess's
+		// routes and shim need nothing from it.
+		if conf.VLAN != 0 {
+			if err := d.wait(); err != nil {
+				return err
+			}
 		}
 		return releaseShared(args, conf)
 	})
