@@ -173,8 +173,9 @@ func mustDiffIDs(t *testing.T, img v1.Image) []v1.Hash {
 	return cf.RootFS.DiffIDs
 }
 
-// ipvlanLinks lists the ipvlan links of the namespace at path.
-func ipvlanLinks(t *testing.T, path string) []netlink.Link {
+// handleIn is a netlink handle in the namespace at path; the caller
+// closes it (an open handle keeps the namespace alive).
+func handleIn(t *testing.T, path string) *netlink.Handle {
 	t.Helper()
 	h, err := netns.GetFromPath(path)
 	if err != nil {
@@ -185,6 +186,13 @@ func ipvlanLinks(t *testing.T, path string) []netlink.Link {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return nh
+}
+
+// ipvlanLinks lists the ipvlan links of the namespace at path.
+func ipvlanLinks(t *testing.T, path string) []netlink.Link {
+	t.Helper()
+	nh := handleIn(t, path)
 	defer nh.Close()
 	links, err := nh.LinkList()
 	if err != nil {
@@ -202,15 +210,7 @@ func ipvlanLinks(t *testing.T, path string) []netlink.Link {
 // addrsOf lists the IPv4 addresses of link in the namespace at path.
 func addrsOf(t *testing.T, path string, link netlink.Link) []netip.Prefix {
 	t.Helper()
-	h, err := netns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	nh, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nh := handleIn(t, path)
 	defer nh.Close()
 	addrs, err := nh.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
