@@ -145,7 +145,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Elapsed = time.Since(start)
 	if qemuErr != nil {
 		if log, err := os.ReadFile(console); err == nil {
-			cfg.Logf("vmtest: kernel console (last lines):\n%s", lastLines(log, 40))
+			cfg.Logf("vmtest: kernel console (last lines):\n%s", lastLines(log, 150))
 		}
 		if ctx.Err() != nil {
 			return res, fmt.Errorf("guest did not finish within %s: %w", cfg.Timeout, qemuErr)
