@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -143,16 +142,15 @@ func busyboxImage(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err = mutate.ConfigFile(img, &v1.ConfigFile{
-		Architecture: "amd64",
-		OS:           "linux",
-		RootFS:       v1.RootFS{Type: "layers", DiffIDs: mustDiffIDs(t, img)},
-		Config: v1.Config{
-			Entrypoint: []string{"/bin/sleep", "1000000"},
-			Env:        []string{"PATH=/bin"},
-		},
-	})
+	cf, err := img.ConfigFile()
 	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Architecture, cf.OS = "amd64", "linux"
+	cf.Config.Entrypoint = []string{"/bin/sleep", "1000000"}
+	cf.Config.Env = []string{"PATH=/bin"}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
 	tag, err := name.NewTag(busyboxRef)
@@ -162,15 +160,6 @@ func busyboxImage(t *testing.T, path string) {
 	if err := tarball.WriteToFile(path, tag, img); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func mustDiffIDs(t *testing.T, img v1.Image) []v1.Hash {
-	t.Helper()
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cf.RootFS.DiffIDs
 }
 
 // handleIn is a netlink handle in the namespace at path; the caller
