@@ -54,6 +54,9 @@ const podNetwork = `{
 
 const podLeases = "/var/lib/cni/networks/pods"
 
+// crictl is built from tools/ by make vmtest-runtimes.
+const crictl = "crictl"
+
 // referenceLoopback is Debian's reference loopback plugin, which make
 // vmtest-runtimes ships.
 const referenceLoopback = "/usr/lib/cni/loopback"
@@ -66,7 +69,6 @@ var podPeer = netip.MustParsePrefix("10.77.0.2/24")
 // sandbox gets an ipvlan interface with a leased address, reaches the peer
 // from a container, and leaves no link and no lease once removed.
 func TestContainerdCRI(t *testing.T) {
-	const crictl = "crictl" // built from tools/ by make vmtest-runtimes
 	requireRuntime(t, "containerd", "containerd-shim-runc-v2", "runc", "ctr", crictl)
 	image := os.Getenv("IPVLAN_IMAGE")
 	if image == "" {
@@ -150,13 +152,12 @@ func TestContainerdCRI(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	bbRef := busyboxRef
-	pod1 := runPod(t, ctx, crictl, "pod1")
-	addr1 := checkPod(t, ctx, crictl, pod1, "pod1")
+	pod1 := runPod(t, ctx, "pod1")
+	addr1 := checkPod(t, ctx, pod1)
 	box := filepath.Join(t.TempDir(), "box.json")
 	writeJSON(t, box, map[string]any{
 		"metadata": map[string]any{"name": "box"},
-		"image":    map[string]any{"image": bbRef},
+		"image":    map[string]any{"image": busyboxRef},
 		"command":  []string{"/bin/sleep", "1000000"},
 		"log_path": "box.log",
 		"linux":    map[string]any{},
@@ -169,8 +170,8 @@ func TestContainerdCRI(t *testing.T) {
 		t.Logf("pod1 -> peer: %s", strings.TrimSpace(out))
 	}
 
-	pod2 := runPod(t, ctx, crictl, "pod2")
-	addr2 := checkPod(t, ctx, crictl, pod2, "pod2")
+	pod2 := runPod(t, ctx, "pod2")
+	addr2 := checkPod(t, ctx, pod2)
 	if addr1 == addr2 {
 		t.Errorf("both pods got %v", addr1)
 	}
@@ -202,7 +203,7 @@ type errNotReady string
 func (e errNotReady) Error() string { return "not ready: " + string(e)[:min(len(e), 400)] }
 
 // runPod creates a pod sandbox with crictl runp.
-func runPod(t *testing.T, ctx context.Context, crictl, name string) *pod {
+func runPod(t *testing.T, ctx context.Context, name string) *pod {
 	t.Helper()
 	p := &pod{name: name, config: filepath.Join(t.TempDir(), name+".json")}
 	writeJSON(t, p.config, map[string]any{
@@ -217,8 +218,9 @@ func runPod(t *testing.T, ctx context.Context, crictl, name string) *pod {
 // checkPod reads the sandbox back: its network namespace holds one ipvlan
 // link, eth0, whose one address is the one CRI reports and the lease its
 // sandbox holds; and containerd passed the pod's K8S_POD_* arguments.
-func checkPod(t *testing.T, ctx context.Context, crictl string, p *pod, name string) netip.Prefix {
+func checkPod(t *testing.T, ctx context.Context, p *pod) netip.Prefix {
 	t.Helper()
+	name := p.name
 	var inspect struct {
 		Status struct {
 			Network struct {
