@@ -85,21 +85,32 @@ func TestBorrowing(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := readState(t, dump(t, cli, prefix), prefix, "borrow")
-	wantBlocks := map[netip.Prefix]string{netip.MustParsePrefix("10.40.0.0/29"): "node-a", netip.MustParsePrefix("10.40.0.8/29"): "node-b"}
+	// Each node claimed one of the two blocks (which one is hashed from
+	// its name).
+	lo, hi := netip.MustParsePrefix("10.40.0.0/29"), netip.MustParsePrefix("10.40.0.8/29")
+	blockA, blockB := lo, hi
+	if s.blocks[lo] == "node-b" {
+		blockA, blockB = hi, lo
+	}
+	wantBlocks := map[netip.Prefix]string{blockA: "node-a", blockB: "node-b"}
 	if diff := cmp.Diff(wantBlocks, s.blocks); diff != "" {
 		t.Fatalf("blocks (-want +got):\n%s", diff)
 	}
-	// node-a's block has five more addresses, then it borrows node-b's
-	// six free ones.
+	// node-a fills its own block (.2-.7 of the low one, .8-.14 of the
+	// high one), then borrows the free addresses of node-b's.
+	own := 6
+	if blockA == hi {
+		own = 7
+	}
 	for i := 1; i < 12; i++ {
 		id := fmt.Sprintf("a-%d", i)
 		ips, err := add(ctx, call{ID: id, Stdin: confA})
 		if err != nil {
 			t.Fatalf("ADD %s: %v", id, err)
 		}
-		inB := netip.MustParsePrefix("10.40.0.8/29").Contains(ips[0])
-		if inB != (i >= 6) {
-			t.Errorf("ADD %s got %s: in node-b's block %v, want %v", id, ips[0], inB, i >= 6)
+		inB := blockB.Contains(ips[0])
+		if inB != (i >= own) {
+			t.Errorf("ADD %s got %s: in node-b's block %v, want %v", id, ips[0], inB, i >= own)
 		}
 	}
 	s = readState(t, dump(t, cli, prefix), prefix, "borrow")
@@ -151,11 +162,19 @@ func TestReleaseNode(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Each node holds one block; which one is hashed from its name.
+	blockOf := map[string]netip.Prefix{}
+	for b, node := range readState(t, dump(t, cli, prefix), prefix, "rel").blocks {
+		blockOf[node] = b
+	}
+	if len(blockOf) != 2 || blockOf["node-a"] == blockOf["node-b"] {
+		t.Fatalf("blocks per node: %v, want one each", blockOf)
+	}
 	out, exit := cliRun(t, "show", "--config", file)
 	if exit != 0 {
 		t.Fatalf("show: exit %d: %s", exit, out)
 	}
-	for _, want := range []string{"10.50.0.1-10.50.0.254  253        4          249", "node-a  10.50.0.0/26", "node-b  10.50.0.64/26", "a-2", "b-0"} {
+	for _, want := range []string{"10.50.0.1-10.50.0.254  253        4          249", "node-a  " + blockOf["node-a"].String(), "node-b  " + blockOf["node-b"].String(), "a-2", "b-0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("show lacks %q:\n%s", want, out)
 		}
@@ -177,7 +196,7 @@ func TestReleaseNode(t *testing.T) {
 	s := readState(t, dump(t, cli, prefix), prefix, "rel")
 	want := state{
 		ips:    map[netip.Addr]string{netip.MustParseAddr(firstIP(t, before, "node-b/b-0/eth0")): "node-b/b-0/eth0"},
-		blocks: map[netip.Prefix]string{netip.MustParsePrefix("10.50.0.64/26"): "node-b"},
+		blocks: map[netip.Prefix]string{blockOf["node-b"]: "node-b"},
 	}
 	if diff := cmp.Diff(want, s, cmp.AllowUnexported(state{})); diff != "" {
 		t.Errorf("after release-node (-want +got):\n%s", diff)

@@ -20,17 +20,20 @@ import (
 )
 
 // Limits of one commit: how many attempts its transaction carries, how
-// many of them allocate inside a block being claimed, and how many
+// many blocks it may claim and how many of its attempts allocate inside
+// each, among how many unclaimed blocks those are chosen, and how many
 // rounds of read and commit an allocation takes before giving up.
 const (
 	maxAttempts = 24
 	// firstAttempts is the length of the first round's transaction:
-	// each nested attempt costs etcd about 0.4 ms, and an uncontested
-	// ADD needs one. A round that loses them all carries maxAttempts, and
-	// so does one that claims a block: a node's concurrent ADDs meet
-	// there.
-	firstAttempts = 8
+	// each nested attempt costs etcd about 0.2 ms of CPU (a one-attempt
+	// commit about 2.4 ms), and an uncontested ADD needs one; a lost
+	// round costs a read and a commit. A round that loses them all
+	// carries maxAttempts, and so does one that claims a block: a node's
+	// concurrent ADDs meet there.
+	firstAttempts = 12
 	claimBlocks   = 2
+	claimWindow   = 64
 	picksPerClaim = 8
 	maxRounds     = 8
 )
@@ -128,24 +131,44 @@ func inSet(set allocator.RangeSet, bits int, b netip.Prefix) bool {
 	return false
 }
 
-// spread returns a start index in [0,n) that differs between attachments,
-// so that a node's concurrent allocations try different addresses first.
-func spread(owner store.Attachment, n int) int {
-	if n == 0 {
-		return 0
+// scatter returns up to n of addrs in an order of owner's own: from a
+// start and with a stride both hashed from the attachment, the stride
+// prime to len(addrs) so that no address comes twice. Concurrent
+// allocations of a node read the same free addresses; in the order of
+// consecutive windows, one that loses its first pick to another call
+// loses the next ones too, while scattered orders rarely share more than
+// one address.
+func scatter(addrs []netip.Addr, owner store.Attachment, n int) []netip.Addr {
+	l := len(addrs)
+	if l == 0 {
+		return nil
 	}
-	h := fnv.New32a()
-	h.Write([]byte(owner.ContainerID + "/" + owner.IfName))
-	return int(h.Sum32() % uint32(n))
-}
-
-// rotate returns up to n of addrs from index start on, wrapping around.
-func rotate(addrs []netip.Addr, start, n int) []netip.Addr {
-	var out []netip.Addr
-	for i := 0; i < len(addrs) && i < n; i++ {
-		out = append(out, addrs[(start+i)%len(addrs)])
+	sum := hash64(owner.ContainerID + "/" + owner.IfName)
+	start, stride := int(sum%uint64(l)), 1
+	if l > 2 {
+		stride = 1 + int((sum>>32)%uint64(l-1))
+		for gcd(stride, l) != 1 {
+			stride = stride%(l-1) + 1
+		}
+	}
+	out := make([]netip.Addr, 0, min(n, l))
+	for i := 0; i < l && i < n; i++ {
+		out = append(out, addrs[(start+i*stride)%l])
 	}
 	return out
+}
+
+func hash64(s string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	return h.Sum64()
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 // Allocate returns owner's addresses: the ones it holds already when an
@@ -265,7 +288,7 @@ func (a *Allocator) options(ctx context.Context, owner store.Attachment, view st
 		}
 		free := freeIn(set, mine, used)
 		var picks []store.Pick
-		for _, ip := range rotate(free, spread(owner, len(free)), maxAttempts) {
+		for _, ip := range scatter(free, owner, maxAttempts) {
 			picks = append(picks, store.Pick{IP: ip})
 		}
 		if len(picks) < maxAttempts/2 {
@@ -318,32 +341,39 @@ func (a *Allocator) claimed(ctx context.Context) (map[netip.Prefix]bool, error) 
 	return out, nil
 }
 
-// claimPicks returns picks inside the first unclaimed blocks of set s: the
-// first claims the block, the next few allocate in it should another call
-// of this node have claimed it meanwhile.
+// claimPicks returns picks inside two unclaimed blocks of set s: the
+// first pick claims the block, the next few allocate in it should another
+// call of this node have claimed it meanwhile. The blocks are taken from
+// the first claimWindow unclaimed ones at an offset hashed from the
+// node's name: nodes that claim at once (a cluster starting) try
+// different blocks, while a node's concurrent calls try the same ones and
+// share them.
 func (a *Allocator) claimPicks(owner store.Attachment, s int, claimed map[netip.Prefix]bool) []store.Pick {
-	var picks []store.Pick
-	n := 0
+	var free []netip.Prefix
+	seen := map[netip.Prefix]bool{}
+collect:
 	for _, r := range a.Sets[s] {
 		for b := range BlocksOf(r, a.BlockBits[s]) {
-			if n == claimBlocks {
-				return picks
+			if len(free) == claimWindow {
+				break collect
 			}
-			if claimed[b] {
+			if claimed[b] || seen[b] || len(usableIn(a.Sets[s], b)) == 0 {
 				continue
 			}
-			addrs := usableIn(a.Sets[s], b)
-			if len(addrs) == 0 {
-				continue
-			}
-			claimed[b] = true // not again for another range of the set
-			n++
-			for i, ip := range rotate(addrs, spread(owner, len(addrs)), 1+picksPerClaim) {
-				if i == 0 {
-					picks = append(picks, store.Pick{IP: ip, Claim: b})
-				} else {
-					picks = append(picks, store.Pick{IP: ip, Mine: b})
-				}
+			seen[b] = true // once, should two ranges of the set share it
+			free = append(free, b)
+		}
+	}
+	var picks []store.Pick
+	start := int(hash64(a.Node) % uint64(max(len(free), 1)))
+	for i := 0; i < claimBlocks && i < len(free); i++ {
+		b := free[(start+i)%len(free)]
+		claimed[b] = true
+		for j, ip := range scatter(usableIn(a.Sets[s], b), owner, 1+picksPerClaim) {
+			if j == 0 {
+				picks = append(picks, store.Pick{IP: ip, Claim: b})
+			} else {
+				picks = append(picks, store.Pick{IP: ip, Mine: b})
 			}
 		}
 	}
@@ -367,7 +397,7 @@ func (a *Allocator) borrowPicks(ctx context.Context, owner store.Attachment, set
 	}
 	free := freeOf(set, taken, maxAttempts*4)
 	var picks []store.Pick
-	for _, ip := range rotate(free, spread(owner, len(free)), maxAttempts) {
+	for _, ip := range scatter(free, owner, maxAttempts) {
 		picks = append(picks, store.Pick{IP: ip})
 	}
 	return picks, nil

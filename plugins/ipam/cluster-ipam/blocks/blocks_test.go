@@ -169,3 +169,53 @@ func TestCombineClaimsSharedBlockOnce(t *testing.T) {
 		t.Errorf("combine (-want +got):\n%s", diff)
 	}
 }
+
+// TestScatter: an attachment's order visits distinct addresses, all of
+// them when asked, and two attachments' orders differ.
+func TestScatter(t *testing.T) {
+	var addrs []netip.Addr
+	a := netip.MustParseAddr("10.0.0.0")
+	for range 62 {
+		a = a.Next()
+		addrs = append(addrs, a)
+	}
+	for _, n := range []int{1, 2, 3, 62} {
+		got := scatter(addrs[:n], owner(1), 100)
+		seen := map[netip.Addr]bool{}
+		for _, ip := range got {
+			seen[ip] = true
+		}
+		if len(got) != n || len(seen) != n {
+			t.Errorf("scatter of %d addresses: %v, want each once", n, got)
+		}
+	}
+	x, y := scatter(addrs, owner(1), 8), scatter(addrs, owner(2), 8)
+	shared := 0
+	for _, ip := range x {
+		if slices.Contains(y, ip) {
+			shared++
+		}
+	}
+	if shared > 2 {
+		t.Errorf("two attachments share %d of their 8 first picks: %v, %v", shared, x, y)
+	}
+}
+
+// TestClaimsSpreadOverNodes: nodes claiming at once try different blocks
+// of the range; one node's calls try the same ones.
+func TestClaimsSpreadOverNodes(t *testing.T) {
+	set := allocator.RangeSet{rangeOf(t, "10.0.0.0/16", "", "")}
+	first := map[netip.Prefix]int{}
+	for i := range 10 {
+		al := newAllocator(&store.Fake{}, fmt.Sprintf("node-%d", i), 26, set)
+		p := al.claimPicks(owner(1), 0, map[netip.Prefix]bool{})
+		q := al.claimPicks(owner(2), 0, map[netip.Prefix]bool{})
+		if len(p) == 0 || !p[0].Claim.IsValid() || p[0].Claim != q[0].Claim {
+			t.Fatalf("node-%d: claims %v and %v, want the same block", i, p, q)
+		}
+		first[p[0].Claim]++
+	}
+	if len(first) < 6 {
+		t.Errorf("10 nodes try to claim %d distinct blocks first: %v", len(first), first)
+	}
+}
