@@ -349,7 +349,11 @@ func (a *Allocator) claimed(ctx context.Context) (map[netip.Prefix]bool, error) 
 // different blocks, while a node's concurrent calls try the same ones and
 // share them.
 func (a *Allocator) claimPicks(owner store.Attachment, s int, claimed map[netip.Prefix]bool) []store.Pick {
-	var free []netip.Prefix
+	type block struct {
+		prefix netip.Prefix
+		addrs  []netip.Addr
+	}
+	var free []block
 	seen := map[netip.Prefix]bool{}
 collect:
 	for _, r := range a.Sets[s] {
@@ -357,23 +361,25 @@ collect:
 			if len(free) == claimWindow {
 				break collect
 			}
-			if claimed[b] || seen[b] || len(usableIn(a.Sets[s], b)) == 0 {
+			if claimed[b] || seen[b] {
 				continue
 			}
 			seen[b] = true // once, should two ranges of the set share it
-			free = append(free, b)
+			if addrs := usableIn(a.Sets[s], b); len(addrs) > 0 {
+				free = append(free, block{b, addrs})
+			}
 		}
 	}
 	var picks []store.Pick
 	start := int(hash64(a.Node) % uint64(max(len(free), 1)))
 	for i := 0; i < claimBlocks && i < len(free); i++ {
 		b := free[(start+i)%len(free)]
-		claimed[b] = true
-		for j, ip := range scatter(usableIn(a.Sets[s], b), owner, 1+picksPerClaim) {
+		claimed[b.prefix] = true
+		for j, ip := range scatter(b.addrs, owner, 1+picksPerClaim) {
 			if j == 0 {
-				picks = append(picks, store.Pick{IP: ip, Claim: b})
+				picks = append(picks, store.Pick{IP: ip, Claim: b.prefix})
 			} else {
-				picks = append(picks, store.Pick{IP: ip, Mine: b})
+				picks = append(picks, store.Pick{IP: ip, Mine: b.prefix})
 			}
 		}
 	}
