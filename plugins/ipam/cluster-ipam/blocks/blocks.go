@@ -134,10 +134,11 @@ func inSet(set allocator.RangeSet, bits int, b netip.Prefix) bool {
 // scatter returns up to n of addrs in an order of owner's own: from a
 // start and with a stride both hashed from the attachment, the stride
 // prime to len(addrs) so that no address comes twice. Concurrent
-// allocations of a node read the same free addresses; in the order of
-// consecutive windows, one that loses its first pick to another call
-// loses the next ones too, while scattered orders rarely share more than
-// one address.
+// allocations of a node read the same free addresses; walking them in
+// consecutive windows, calls whose windows overlap contend for one run of
+// addresses, and one that loses its first pick tends to lose the next
+// ones too (linear probing's clustering), while scattered orders meet
+// only at scattered addresses.
 func scatter(addrs []netip.Addr, owner store.Attachment, n int) []netip.Addr {
 	l := len(addrs)
 	if l == 0 {
