@@ -49,13 +49,13 @@ func pki(t *testing.T, dir string) {
 		}
 	}
 	write("ca", caDER, nil)
-	// The server's certificate is a client's too: with client-cert-auth
-	// the member's JSON gateway connects to its own gRPC server with it.
+	// The server's certificate is for server authentication only, as a
+	// member's needs no more for cluster-ipam, which speaks gRPC to it.
 	for i, leaf := range []struct {
 		name string
 		eku  []x509.ExtKeyUsage
 	}{
-		{"server", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
+		{"server", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}},
 		{"client", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
 	} {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -2,8 +2,9 @@
 // network's blocks and allocations as keys under a prefix (see keys.go),
 // every allocation one transaction that fails when the address is taken.
 //
-// It speaks etcd's v3 API through the members' JSON gateway (see
-// gateway.go; servers 3.4 and later) and touches nothing on the host.
+// It speaks etcd's v3 KV API in gRPC's wire protocol without a gRPC
+// library (client.go, proto.go; servers 3.4 and later) and touches
+// nothing on the host.
 package etcdstore
 
 import (
@@ -315,7 +316,7 @@ func (s *Store) releaseChecked(ctx context.Context, node string, owner attachmen
 		if json.Unmarshal(r.Kvs[0].Value, &v) != nil || v.Node != node || v.ContainerID != owner.ContainerID || v.IfName != owner.IfName {
 			continue
 		}
-		t.Compare = append(t.Compare, modIs(s.k.ip(a), int64(r.Kvs[0].ModRevision)))
+		t.Compare = append(t.Compare, modIs(s.k.ip(a), r.Kvs[0].ModRevision))
 		t.Success = append(t.Success, del(s.k.ip(a)))
 	}
 	tr, err := s.c.txn(ctx, t)
