@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"iter"
+	"math/big"
 	"net/netip"
 	"slices"
 	"time"
@@ -21,20 +22,24 @@ import (
 
 // Limits of one commit: how many attempts its transaction carries, how
 // many blocks it may claim and how many of its attempts allocate inside
-// each, among how many unclaimed blocks those are chosen, and how many
-// rounds of read and commit an allocation takes before giving up.
+// each, among how many blocks those are looked for, and how many rounds
+// of read and commit an allocation takes before giving up.
 const (
 	maxAttempts = 24
-	// firstAttempts is the length of the first round's transaction:
-	// each nested attempt costs etcd about 0.2 ms of CPU (a one-attempt
-	// commit about 2.4 ms), and an uncontested ADD needs one; a lost
-	// round costs a read and a commit. A round that loses them all
-	// carries maxAttempts, and so does one that claims a block: a node's
-	// concurrent ADDs meet there.
+	// firstAttempts is how many free addresses of the node's blocks the
+	// first round tries: an uncontested ADD needs one, and each nested
+	// attempt makes the transaction longer for every member to log and
+	// apply; a lost round costs a read and a commit. Later rounds try
+	// maxAttempts.
 	firstAttempts = 12
+	// When fewer addresses are free in the node's blocks than a round
+	// tries, it also carries picks in two unclaimed blocks, after the
+	// free ones: tried only when every free one was taken meanwhile, so
+	// that a node whose own concurrent ADDs use up its blocks claims the
+	// next one in the same round.
 	claimBlocks   = 2
+	picksPerClaim = 11
 	claimWindow   = 64
-	picksPerClaim = 8
 	maxRounds     = 8
 )
 
@@ -189,9 +194,6 @@ func (a *Allocator) Allocate(ctx context.Context, owner store.Attachment, reques
 			return nil, err
 		}
 		attempts := combine(options)
-		if round == 0 && !claims(attempts[:min(len(attempts), firstAttempts)]) {
-			attempts = attempts[:min(len(attempts), firstAttempts)]
-		}
 		i, err := a.Store.Commit(ctx, a.Node, owner, a.Now(), attempts)
 		if err != nil {
 			return nil, err
@@ -262,7 +264,7 @@ func (a *Allocator) checkRequested(ctx context.Context, requested map[int]netip.
 // node's blocks themselves.
 func (a *Allocator) options(ctx context.Context, owner store.Attachment, view store.NodeView, requested map[int]netip.Addr, exact bool) ([][]store.Pick, error) {
 	var err error
-	var claimed map[netip.Prefix]bool // read once, when a set needs it
+	var claimed map[netip.Prefix]bool // every claimed block, read once if needed
 	out := make([][]store.Pick, len(a.Sets))
 	for s, set := range a.Sets {
 		if ip, ok := requested[s]; ok {
@@ -288,17 +290,20 @@ func (a *Allocator) options(ctx context.Context, owner store.Attachment, view st
 			used = append(slices.Clone(used), inBlocks...)
 		}
 		free := freeIn(set, mine, used)
+		n := maxAttempts
+		if !exact {
+			n = firstAttempts
+		}
 		var picks []store.Pick
-		for _, ip := range scatter(free, owner, maxAttempts) {
+		for _, ip := range scatter(free, owner, n) {
 			picks = append(picks, store.Pick{IP: ip})
 		}
-		if len(picks) < maxAttempts/2 {
-			if claimed == nil {
-				if claimed, err = a.claimed(ctx); err != nil {
-					return nil, err
-				}
+		if len(free) < n {
+			claims, err := a.claimPicks(ctx, owner, s, &claimed)
+			if err != nil {
+				return nil, err
 			}
-			picks = append(picks, a.claimPicks(owner, s, claimed)...)
+			picks = append(picks, claims...)
 		}
 		if len(picks) == 0 {
 			if picks, err = a.borrowPicks(ctx, owner, set); err != nil {
@@ -330,62 +335,119 @@ func freeIn(set allocator.RangeSet, blocks []netip.Prefix, used []netip.Addr) []
 	return free
 }
 
-func (a *Allocator) claimed(ctx context.Context) (map[netip.Prefix]bool, error) {
-	blocks, err := a.Store.Blocks(ctx)
+// claimPicks returns picks inside two unclaimed blocks of set s: the
+// first pick claims the block, the next few allocate in it should another
+// call of this node have claimed it meanwhile. The blocks are the first
+// unclaimed ones of the node's window (see window), so nodes that claim
+// at once (a cluster starting) try different blocks while a node's
+// concurrent calls try the same ones and share them. Only when the whole
+// window is claimed does it read every claimed block (into *claimed, once
+// per call) and take the first unclaimed of the set.
+func (a *Allocator) claimPicks(ctx context.Context, owner store.Attachment, s int, claimed *map[netip.Prefix]bool) ([]store.Pick, error) {
+	win := a.window(s)
+	taken, err := a.Store.Claimed(ctx, win)
 	if err != nil {
 		return nil, err
 	}
-	out := map[netip.Prefix]bool{}
-	for _, b := range blocks {
-		out[b.Prefix] = true
+	var blocks []netip.Prefix
+	for i, b := range win {
+		if !taken[i] && len(blocks) < claimBlocks {
+			blocks = append(blocks, b)
+		}
 	}
-	return out, nil
-}
-
-// claimPicks returns picks inside two unclaimed blocks of set s: the
-// first pick claims the block, the next few allocate in it should another
-// call of this node have claimed it meanwhile. The blocks are taken from
-// the first claimWindow unclaimed ones at an offset hashed from the
-// node's name: nodes that claim at once (a cluster starting) try
-// different blocks, while a node's concurrent calls try the same ones and
-// share them.
-func (a *Allocator) claimPicks(owner store.Attachment, s int, claimed map[netip.Prefix]bool) []store.Pick {
-	type block struct {
-		prefix netip.Prefix
-		addrs  []netip.Addr
-	}
-	var free []block
-	seen := map[netip.Prefix]bool{}
-collect:
-	for _, r := range a.Sets[s] {
-		for b := range BlocksOf(r, a.BlockBits[s]) {
-			if len(free) == claimWindow {
-				break collect
+	if len(blocks) == 0 {
+		if *claimed == nil {
+			all, err := a.Store.Blocks(ctx)
+			if err != nil {
+				return nil, err
 			}
-			if claimed[b] || seen[b] {
-				continue
+			*claimed = map[netip.Prefix]bool{}
+			for _, b := range all {
+				(*claimed)[b.Prefix] = true
 			}
-			seen[b] = true // once, should two ranges of the set share it
-			if addrs := usableIn(a.Sets[s], b); len(addrs) > 0 {
-				free = append(free, block{b, addrs})
+		}
+	collect:
+		for _, r := range a.Sets[s] {
+			for b := range BlocksOf(r, a.BlockBits[s]) {
+				if len(blocks) == claimBlocks {
+					break collect
+				}
+				if !(*claimed)[b] && !slices.Contains(blocks, b) && len(usableIn(a.Sets[s], b)) > 0 {
+					blocks = append(blocks, b)
+				}
 			}
 		}
 	}
 	var picks []store.Pick
-	start := int(hash64(a.Node) % uint64(max(len(free), 1)))
-	for i := 0; i < claimBlocks && i < len(free); i++ {
-		b := free[(start+i)%len(free)]
-		claimed[b.prefix] = true
-		for j, ip := range scatter(b.addrs, owner, 1+picksPerClaim) {
+	for _, b := range blocks {
+		for j, ip := range scatter(usableIn(a.Sets[s], b), owner, 1+picksPerClaim) {
 			if j == 0 {
-				picks = append(picks, store.Pick{IP: ip, Claim: b.prefix})
+				picks = append(picks, store.Pick{IP: ip, Claim: b})
 			} else {
-				picks = append(picks, store.Pick{IP: ip, Mine: b.prefix})
+				picks = append(picks, store.Pick{IP: ip, Mine: b})
 			}
 		}
 	}
-	return picks
+	return picks, nil
 }
+
+// window returns up to claimWindow blocks of set s holding an address the
+// set may allocate, consecutive in the order of BlocksOf over the set's
+// ranges (wrapping around), from a block chosen by a hash of the node's
+// name: where this node looks for blocks to claim. Reading whether these
+// few are claimed costs the same whatever the range's size.
+func (a *Allocator) window(s int) []netip.Prefix {
+	set, bits := a.Sets[s], a.BlockBits[s]
+	counts := make([]*big.Int, len(set))
+	total := new(big.Int)
+	for i, r := range set {
+		counts[i] = blockCount(r, bits)
+		total.Add(total, counts[i])
+	}
+	at := new(big.Int).Mod(new(big.Int).SetUint64(hash64(a.Node)), total)
+	ri := 0
+	for at.Cmp(counts[ri]) >= 0 {
+		at.Sub(at, counts[ri])
+		ri++
+	}
+	walk := 4 * claimWindow // blocks to look at, some unusable or shared
+	if total.IsInt64() && total.Int64() < int64(walk) {
+		walk = int(total.Int64())
+	}
+	var out []netip.Prefix
+	b := blockAt(set[ri], bits, at)
+	for ; walk > 0 && len(out) < claimWindow; walk-- {
+		if !slices.Contains(out, b) && len(usableIn(set, b)) > 0 {
+			out = append(out, b)
+		}
+		next := allocator.LastAddr(b).Next()
+		if !next.IsValid() || next.Compare(set[ri].RangeEnd) > 0 {
+			ri = (ri + 1) % len(set)
+			next = set[ri].RangeStart
+		}
+		b = netip.PrefixFrom(next, bits).Masked()
+	}
+	return out
+}
+
+// blockCount returns the number of blocks BlocksOf yields for r.
+func blockCount(r allocator.Range, bits int) *big.Int {
+	first := netip.PrefixFrom(r.RangeStart, bits).Masked().Addr()
+	n := new(big.Int).Sub(addrInt(r.RangeEnd), addrInt(first))
+	n.Rsh(n, uint(r.RangeStart.BitLen()-bits))
+	return n.Add(n, big.NewInt(1))
+}
+
+// blockAt returns the block BlocksOf yields i-th for r.
+func blockAt(r allocator.Range, bits int, i *big.Int) netip.Prefix {
+	first := netip.PrefixFrom(r.RangeStart, bits).Masked().Addr()
+	n := new(big.Int).Lsh(i, uint(r.RangeStart.BitLen()-bits))
+	n.Add(n, addrInt(first))
+	a, _ := netip.AddrFromSlice(n.FillBytes(make([]byte, first.BitLen()/8)))
+	return netip.PrefixFrom(a, bits)
+}
+
+func addrInt(a netip.Addr) *big.Int { return new(big.Int).SetBytes(a.AsSlice()) }
 
 // borrowPicks returns free addresses of set anywhere, for when the node's
 // blocks are full and no block is free.
@@ -422,18 +484,6 @@ func freeOf(set allocator.RangeSet, taken map[netip.Addr]bool, n int) []netip.Ad
 		}
 	}
 	return out
-}
-
-// claims reports whether an attempt claims a block.
-func claims(attempts []store.Attempt) bool {
-	for _, at := range attempts {
-		for _, p := range at {
-			if p.Claim.IsValid() {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // combine builds the attempts: attempt i takes option i of every range

@@ -208,8 +208,12 @@ func TestClaimsSpreadOverNodes(t *testing.T) {
 	first := map[netip.Prefix]int{}
 	for i := range 10 {
 		al := newAllocator(&store.Fake{}, fmt.Sprintf("node-%d", i), 26, set)
-		p := al.claimPicks(owner(1), 0, map[netip.Prefix]bool{})
-		q := al.claimPicks(owner(2), 0, map[netip.Prefix]bool{})
+		var claimed map[netip.Prefix]bool
+		p, err := al.claimPicks(context.Background(), owner(1), 0, &claimed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, _ := al.claimPicks(context.Background(), owner(2), 0, &claimed)
 		if len(p) == 0 || !p[0].Claim.IsValid() || p[0].Claim != q[0].Claim {
 			t.Fatalf("node-%d: claims %v and %v, want the same block", i, p, q)
 		}
@@ -217,5 +221,93 @@ func TestClaimsSpreadOverNodes(t *testing.T) {
 	}
 	if len(first) < 6 {
 		t.Errorf("10 nodes try to claim %d distinct blocks first: %v", len(first), first)
+	}
+}
+
+// TestWindow: a node's window is claimWindow distinct blocks of the set,
+// each holding an address the set may allocate, in BlocksOf order from
+// where it starts, wrapping over the set's ranges; small sets give every
+// block once; an IPv6 /64 of /122 blocks costs no more than a /24.
+func TestWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  allocator.RangeSet
+		bits int
+		want int
+	}{
+		{"one /16", allocator.RangeSet{rangeOf(t, "10.0.0.0/16", "", "")}, 26, claimWindow},
+		{"a /24 of four blocks", allocator.RangeSet{rangeOf(t, "10.0.0.0/24", "", "")}, 26, 4},
+		{"two ranges sharing a block", allocator.RangeSet{rangeOf(t, "10.0.0.0/24", "10.0.0.2", "10.0.0.70"), rangeOf(t, "10.0.0.0/24", "10.0.0.100", "10.0.0.140")}, 26, 3},
+		{"IPv6 /64", allocator.RangeSet{rangeOf(t, "fd00::/64", "", "")}, 26, claimWindow}, // /122
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bits := tc.bits
+			if tc.set[0].Subnet.Addr().Is6() {
+				bits += 96
+			}
+			var all []netip.Prefix
+			for _, r := range tc.set {
+				for b := range BlocksOf(r, bits) {
+					if len(all) > 1<<12 {
+						break
+					}
+					all = append(all, b)
+				}
+			}
+			for _, node := range []string{"node-a", "node-b", "node-c"} {
+				al := newAllocator(&store.Fake{}, node, tc.bits, tc.set)
+				win := al.window(0)
+				if len(win) != tc.want {
+					t.Fatalf("%s: %d blocks %v, want %d", node, len(win), win, tc.want)
+				}
+				seen := map[netip.Prefix]bool{}
+				for _, b := range win {
+					if seen[b] || !inSet(tc.set, bits, b) || len(usableIn(tc.set, b)) == 0 {
+						t.Errorf("%s: block %s twice, outside the set or without a usable address: %v", node, b, win)
+					}
+					seen[b] = true
+				}
+				if tc.want == claimWindow && len(all) < 1<<12 {
+					i := slices.Index(all, win[0])
+					for j, b := range win {
+						if all[(i+j)%len(all)] != b {
+							t.Errorf("%s: window %v is not consecutive in BlocksOf order from %s", node, win, win[0])
+							break
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestClaimOutsideAFullWindow: when every block of the node's window is
+// claimed, the node claims the first unclaimed block of the set.
+func TestClaimOutsideAFullWindow(t *testing.T) {
+	ctx := context.Background()
+	set := allocator.RangeSet{rangeOf(t, "10.0.0.0/16", "", "")}
+	f := &store.Fake{}
+	al := newAllocator(f, "node-1", 26, set)
+	for i, b := range al.window(0) {
+		if _, err := f.Commit(ctx, "node-2", store.Attachment{ContainerID: fmt.Sprint("c", i), IfName: "eth0"}, time.Now(),
+			[]store.Attempt{{{IP: usableIn(set, b)[0], Claim: b}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var claimed map[netip.Prefix]bool
+	picks, err := al.claimPicks(ctx, owner(1), 0, &claimed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	win := al.window(0)
+	var first netip.Prefix
+	for b := range BlocksOf(set[0], 26) {
+		if !slices.Contains(win, b) {
+			first = b
+			break
+		}
+	}
+	if len(picks) == 0 || picks[0].Claim != first {
+		t.Errorf("claims %v, want the first unclaimed block %s first", picks, first)
 	}
 }

@@ -79,6 +79,17 @@ func (f *Fake) Blocks(_ context.Context) ([]Block, error) {
 	return out, nil
 }
 
+// Claimed implements Store.
+func (f *Fake) Claimed(_ context.Context, blocks []netip.Prefix) ([]bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]bool, len(blocks))
+	for i, b := range blocks {
+		_, out[i] = f.blocks[b]
+	}
+	return out, nil
+}
+
 // Used implements Store.
 func (f *Fake) Used(_ context.Context, spans []Span) ([]netip.Addr, error) {
 	f.mu.Lock()

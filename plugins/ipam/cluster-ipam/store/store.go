@@ -97,6 +97,9 @@ type Store interface {
 	View(ctx context.Context, node string, owner Attachment) (NodeView, error)
 	// Blocks returns every claimed block; it may lag.
 	Blocks(ctx context.Context) ([]Block, error)
+	// Claimed reports which of blocks are claimed, by any node; it may
+	// lag.
+	Claimed(ctx context.Context, blocks []netip.Prefix) ([]bool, error)
 	// Used returns the allocated addresses within the spans; it may lag.
 	Used(ctx context.Context, spans []Span) ([]netip.Addr, error)
 	// Commit records, in one transaction, the first attempt whose

@@ -176,6 +176,29 @@ func (s *Store) Blocks(ctx context.Context) ([]store.Block, error) {
 	return out, nil
 }
 
+// Claimed implements store.Store: one serializable count of each block
+// key, read together.
+func (s *Store) Claimed(ctx context.Context, blocks []netip.Prefix) ([]bool, error) {
+	out := make([]bool, 0, len(blocks))
+	for chunk := range slices.Chunk(blocks, 64) {
+		var ops []op
+		for _, b := range chunk {
+			ops = append(ops, op{Range: &rangeRequest{Key: []byte(s.k.block(b)), CountOnly: true, Serializable: true}})
+		}
+		resp, err := s.c.txn(ctx, txnRequest{Success: ops})
+		if err != nil {
+			return nil, fmt.Errorf("read block claims: %w", err)
+		}
+		if len(resp.Responses) != len(chunk) {
+			return nil, fmt.Errorf("read block claims: %d answers to %d reads", len(resp.Responses), len(chunk))
+		}
+		for _, r := range resp.Responses {
+			out = append(out, r.Range != nil && r.Range.Count > 0)
+		}
+	}
+	return out, nil
+}
+
 // Used implements store.Store: one serializable key range per span, read
 // together.
 func (s *Store) Used(ctx context.Context, spans []store.Span) ([]netip.Addr, error) {

@@ -92,6 +92,14 @@ func TestCommit(t *testing.T) {
 	if diff := cmp.Diff([]string{"10.0.0.5", "10.0.0.8"}, strs(used)); diff != "" {
 		t.Errorf("Used (-want +got):\n%s", diff)
 	}
+	var many []netip.Prefix // more than one transaction's worth of reads
+	for i := range 70 {
+		many = append(many, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(i / 4), byte(i % 4 * 64)}), 26))
+	}
+	claimed, err := s.Claimed(ctx, many)
+	if err != nil || len(claimed) != len(many) || !claimed[0] || slices.Contains(claimed[1:], true) {
+		t.Errorf("Claimed: %v, %v; want %s alone claimed", claimed, err, b)
+	}
 	v, err := s.View(ctx, "a", y)
 	if err != nil || len(v.Held) != 1 || v.Held[0] != ip("10.0.0.8") || len(v.Blocks) != 1 || v.Blocks[0] != b || len(v.Used) != 2 {
 		t.Errorf("View: %+v %v", v, err)
