@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/resultjson"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/dhcp/client"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/dhcp/daemon"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/dhcp/leases"
@@ -47,7 +48,12 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	return types.PrintResult(Result(lease), p.Conf.CNIVersion)
+	out, err := resultjson.Encode(Result(lease), p.Conf.CNIVersion)
+	if err != nil {
+		return types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("convert result to cniVersion %q: %v", p.Conf.CNIVersion, err), "")
+	}
+	_, err = os.Stdout.Write(out)
+	return err
 }
 
 func cmdDel(args *skel.CmdArgs) error {

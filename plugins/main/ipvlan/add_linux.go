@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/resultjson"
 )
 
 // verbTimeout bounds one invocation, IPAM included.
@@ -313,13 +314,9 @@ func (s *session) result(mac net.HardwareAddr, addrs *current.Result) (*current.
 	if res.DNS.Nameservers == nil && res.DNS.Domain == "" && res.DNS.Search == nil && res.DNS.Options == nil {
 		res.DNS = s.conf.DNS
 	}
-	versioned, err := res.GetAsVersion(s.conf.CNIVersion)
+	out, err := resultjson.Encode(res, s.conf.CNIVersion)
 	if err != nil {
 		return nil, nil, fmt.Errorf("convert the result to version %s: %w", s.conf.CNIVersion, err)
 	}
-	var out bytes.Buffer
-	if err := versioned.PrintTo(&out); err != nil {
-		return nil, nil, fmt.Errorf("encode the result: %w", err)
-	}
-	return res, out.Bytes(), nil
+	return res, out, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/resultjson"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/cluster-ipam/blocks"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/cluster-ipam/store"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/cluster-ipam/store/etcdstore"
@@ -165,7 +166,7 @@ func (p Plugin) Add(args *skel.CmdArgs) error {
 				Gateway: al.Range.Gateway.AsSlice(),
 			})
 		}
-		out, err := result.GetAsVersion(c.CNIVersion)
+		out, err := resultjson.Encode(result, c.CNIVersion)
 		if err != nil {
 			return types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("convert result to cniVersion %q: %v", c.CNIVersion, err), "")
 		}
@@ -173,7 +174,7 @@ func (p Plugin) Add(args *skel.CmdArgs) error {
 		if w == nil {
 			w = os.Stdout
 		}
-		if err := out.PrintTo(w); err != nil {
+		if _, err := w.Write(out); err != nil {
 			return types.NewError(types.ErrIOFailure, fmt.Sprintf("print result: %v", err), "")
 		}
 		return nil

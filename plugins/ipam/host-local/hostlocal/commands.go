@@ -20,6 +20,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/resultjson"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/allocator"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store/disk"
@@ -93,19 +94,20 @@ func cniError(err error) *types.Error {
 	return types.NewError(types.ErrIOFailure, err.Error(), "")
 }
 
-func (p Plugin) print(r types.Result) error {
+func (p Plugin) print(out []byte) error {
 	w := p.Out
 	if w == nil {
 		w = os.Stdout
 	}
-	return r.PrintTo(w)
+	_, err := w.Write(out)
+	return err
 }
 
 // Add leases one address per range set and prints the result in the
 // config's cniVersion.
 func (p Plugin) Add(ctx context.Context, args *skel.CmdArgs) error {
 	return p.add(ctx, args, func(c *Config, result *current.Result) error {
-		out, err := result.GetAsVersion(c.CNIVersion)
+		out, err := resultjson.Encode(result, c.CNIVersion)
 		if err != nil {
 			return types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("convert result to cniVersion %q: %v", c.CNIVersion, err), "")
 		}
