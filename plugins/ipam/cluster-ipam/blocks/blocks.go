@@ -89,22 +89,39 @@ func BlocksOf(r allocator.Range, bits int) iter.Seq[netip.Prefix] {
 // order.
 func usableIn(set allocator.RangeSet, b netip.Prefix) []netip.Addr {
 	var out []netip.Addr
-	for _, r := range set {
-		first, last := b.Addr(), allocator.LastAddr(b)
-		if first.Compare(r.RangeEnd) > 0 || last.Compare(r.RangeStart) < 0 {
-			continue
-		}
-		first, last = maxAddr(first, r.RangeStart), minAddr(last, r.RangeEnd)
-		for a := first; ; a = a.Next() {
-			if r.Usable(a) {
-				out = append(out, a)
+	for a := range usable(set, b) {
+		out = append(out, a)
+	}
+	return out
+}
+
+// hasUsable reports whether set may allocate an address of block b.
+func hasUsable(set allocator.RangeSet, b netip.Prefix) bool {
+	for range usable(set, b) {
+		return true
+	}
+	return false
+}
+
+// usable yields the addresses of block b that set may allocate, in order.
+func usable(set allocator.RangeSet, b netip.Prefix) iter.Seq[netip.Addr] {
+	return func(yield func(netip.Addr) bool) {
+		for _, r := range set {
+			first, last := b.Addr(), allocator.LastAddr(b)
+			if first.Compare(r.RangeEnd) > 0 || last.Compare(r.RangeStart) < 0 {
+				continue
 			}
-			if a == last {
-				break
+			first, last = maxAddr(first, r.RangeStart), minAddr(last, r.RangeEnd)
+			for a := first; ; a = a.Next() {
+				if r.Usable(a) && !yield(a) {
+					return
+				}
+				if a == last {
+					break
+				}
 			}
 		}
 	}
-	return out
 }
 
 func maxAddr(a, b netip.Addr) netip.Addr {
@@ -264,7 +281,6 @@ func (a *Allocator) checkRequested(ctx context.Context, requested map[int]netip.
 // node's blocks themselves.
 func (a *Allocator) options(ctx context.Context, owner store.Attachment, view store.NodeView, requested map[int]netip.Addr, exact bool) ([][]store.Pick, error) {
 	var err error
-	var claimed map[netip.Prefix]bool // every claimed block, read once if needed
 	out := make([][]store.Pick, len(a.Sets))
 	for s, set := range a.Sets {
 		if ip, ok := requested[s]; ok {
@@ -299,7 +315,7 @@ func (a *Allocator) options(ctx context.Context, owner store.Attachment, view st
 			picks = append(picks, store.Pick{IP: ip})
 		}
 		if len(free) < n {
-			claims, err := a.claimPicks(ctx, owner, s, &claimed)
+			claims, err := a.claimPicks(ctx, owner, s)
 			if err != nil {
 				return nil, err
 			}
@@ -341,9 +357,9 @@ func freeIn(set allocator.RangeSet, blocks []netip.Prefix, used []netip.Addr) []
 // unclaimed ones of the node's window (see window), so nodes that claim
 // at once (a cluster starting) try different blocks while a node's
 // concurrent calls try the same ones and share them. Only when the whole
-// window is claimed does it read every claimed block (into *claimed, once
-// per call) and take the first unclaimed of the set.
-func (a *Allocator) claimPicks(ctx context.Context, owner store.Attachment, s int, claimed *map[netip.Prefix]bool) ([]store.Pick, error) {
+// window is claimed does it read every claimed block and take the first
+// unclaimed of the set.
+func (a *Allocator) claimPicks(ctx context.Context, owner store.Attachment, s int) ([]store.Pick, error) {
 	win := a.window(s)
 	taken, err := a.Store.Claimed(ctx, win)
 	if err != nil {
@@ -356,15 +372,13 @@ func (a *Allocator) claimPicks(ctx context.Context, owner store.Attachment, s in
 		}
 	}
 	if len(blocks) == 0 {
-		if *claimed == nil {
-			all, err := a.Store.Blocks(ctx)
-			if err != nil {
-				return nil, err
-			}
-			*claimed = map[netip.Prefix]bool{}
-			for _, b := range all {
-				(*claimed)[b.Prefix] = true
-			}
+		all, err := a.Store.Blocks(ctx)
+		if err != nil {
+			return nil, err
+		}
+		claimed := map[netip.Prefix]bool{}
+		for _, b := range all {
+			claimed[b.Prefix] = true
 		}
 	collect:
 		for _, r := range a.Sets[s] {
@@ -372,7 +386,7 @@ func (a *Allocator) claimPicks(ctx context.Context, owner store.Attachment, s in
 				if len(blocks) == claimBlocks {
 					break collect
 				}
-				if !(*claimed)[b] && !slices.Contains(blocks, b) && len(usableIn(a.Sets[s], b)) > 0 {
+				if !claimed[b] && !slices.Contains(blocks, b) && hasUsable(a.Sets[s], b) {
 					blocks = append(blocks, b)
 				}
 			}
@@ -417,7 +431,7 @@ func (a *Allocator) window(s int) []netip.Prefix {
 	var out []netip.Prefix
 	b := blockAt(set[ri], bits, at)
 	for ; walk > 0 && len(out) < claimWindow; walk-- {
-		if !slices.Contains(out, b) && len(usableIn(set, b)) > 0 {
+		if !slices.Contains(out, b) && hasUsable(set, b) {
 			out = append(out, b)
 		}
 		next := allocator.LastAddr(b).Next()

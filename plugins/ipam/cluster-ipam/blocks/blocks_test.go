@@ -208,12 +208,11 @@ func TestClaimsSpreadOverNodes(t *testing.T) {
 	first := map[netip.Prefix]int{}
 	for i := range 10 {
 		al := newAllocator(&store.Fake{}, fmt.Sprintf("node-%d", i), 26, set)
-		var claimed map[netip.Prefix]bool
-		p, err := al.claimPicks(context.Background(), owner(1), 0, &claimed)
+		p, err := al.claimPicks(context.Background(), owner(1), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		q, _ := al.claimPicks(context.Background(), owner(2), 0, &claimed)
+		q, _ := al.claimPicks(context.Background(), owner(2), 0)
 		if len(p) == 0 || !p[0].Claim.IsValid() || p[0].Claim != q[0].Claim {
 			t.Fatalf("node-%d: claims %v and %v, want the same block", i, p, q)
 		}
@@ -294,8 +293,7 @@ func TestClaimOutsideAFullWindow(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var claimed map[netip.Prefix]bool
-	picks, err := al.claimPicks(ctx, owner(1), 0, &claimed)
+	picks, err := al.claimPicks(ctx, owner(1), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
