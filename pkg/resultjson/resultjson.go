@@ -85,26 +85,13 @@ func (o *object) ip(k string, v net.IP) {
 	}
 }
 
-func (o *object) strs(k string, v []string) {
-	if len(v) == 0 {
-		return
-	}
-	o.key(k)
-	o.b = append(o.b, '[')
-	for i, s := range v {
-		if i > 0 {
-			o.b = append(o.b, ',')
-		}
-		o.b = appendString(o.b, s)
-	}
-	o.b = append(o.b, ']')
-}
+func (o *object) strs(k string, v []string) { array(o, k, v, appendString) }
 
 func (o *object) end() []byte { return append(o.b, '}') }
 
-// list writes a member whose value is a list of objects, null for a nil
-// element, as encoding/json writes a nil pointer.
-func list[T any](o *object, k string, v []*T, enc func([]byte, *T) []byte) {
+// array writes a member whose value is the list v, each element by enc;
+// nothing when v is empty, as omitempty does.
+func array[T any](o *object, k string, v []T, enc func([]byte, T) []byte) {
 	if len(v) == 0 {
 		return
 	}
@@ -114,13 +101,20 @@ func list[T any](o *object, k string, v []*T, enc func([]byte, *T) []byte) {
 		if i > 0 {
 			o.b = append(o.b, ',')
 		}
-		if e == nil {
-			o.b = append(o.b, "null"...)
-			continue
-		}
 		o.b = enc(o.b, e)
 	}
 	o.b = append(o.b, ']')
+}
+
+// list writes a member whose value is a list of objects, null for a nil
+// element, as encoding/json writes a nil pointer.
+func list[T any](o *object, k string, v []*T, enc func([]byte, *T) []byte) {
+	array(o, k, v, func(b []byte, e *T) []byte {
+		if e == nil {
+			return append(b, "null"...)
+		}
+		return enc(b, e)
+	})
 }
 
 // compact is r's JSON without indentation, every object's keys sorted:
