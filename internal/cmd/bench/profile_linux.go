@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -21,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipvlan-cni/ipvlan-cni/pkg/devconf"
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/hostlocal"
 )
 
@@ -62,9 +62,9 @@ func stepWhat(key string) string {
 	case stepFloorNoTHP:
 		return "the same, heap off huge pages, as ours"
 	case stepIPVLANStart:
-		return "ipvlan VERSION: start, Go init, skel"
+		return "ipvlan VERSION: start, Go init, VERSION"
 	case stepIPAMStart:
-		return "host-local VERSION: start, Go init, skel"
+		return "host-local VERSION: start, Go init, VERSION"
 	case stepIPAMAdd:
 		return "host-local ADD, exec'd alone"
 	case stepIPAMCheck:
@@ -295,7 +295,7 @@ func profileInProcess(ctx context.Context, containers []ns.NetNS, dataDir string
 			if err != nil {
 				return out, err
 			}
-			args := &skel.CmdArgs{ContainerID: fmt.Sprintf("in-process-%05d", i), Netns: c.Path(), IfName: "eth0", StdinData: stdin}
+			args := &pluginmain.CmdArgs{ContainerID: fmt.Sprintf("in-process-%05d", i), Netns: c.Path(), IfName: "eth0", StdinData: stdin}
 			start := time.Now()
 			switch verb {
 			case "ADD":
@@ -332,7 +332,7 @@ func ipamConf(subnet, dataDir string) map[string]any {
 // measureStarts times, runs times in turn, the floor (noop) and VERSION of
 // ours' and the reference's ipvlan and host-local, after a few untimed
 // rounds to bring the binaries into the page cache: process start-up, Go
-// runtime and package initialisation, skel. It returns floor, ipvlan ours,
+// runtime and package initialisation, the VERSION answer. It returns floor, ipvlan ours,
 // ipvlan reference, host-local ours, host-local reference, and the floor
 // again with GODEBUG=disablethp=1, the default ours are built with
 // (vmtest.PluginLDFlags): what transparent huge pages cost a start.

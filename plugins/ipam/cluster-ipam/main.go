@@ -14,9 +14,9 @@ package main
 import (
 	"os"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/cluster-ipam/clusteripam"
 )
 
@@ -25,7 +25,7 @@ func main() {
 	if len(os.Args) > 1 {
 		os.Exit(p.Run(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	skel.PluginMainFuncs(skel.CNIFuncs{
+	pluginmain.Main(pluginmain.Funcs{
 		Add:    p.Add,
 		Del:    p.Del,
 		Check:  p.Check,

@@ -9,10 +9,10 @@ import (
 	"os"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 	"github.com/ipvlan-cni/ipvlan-cni/pkg/resultjson"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/dhcp/client"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/dhcp/daemon"
@@ -23,7 +23,7 @@ import (
 // for the daemon's answer.
 const callSlack = 5 * time.Second
 
-func plan(args *skel.CmdArgs) (*Plan, error) {
+func plan(args *pluginmain.CmdArgs) (*Plan, error) {
 	return parseConfig(args.StdinData, args.ContainerID, args.IfName, args.Netns, args.Args)
 }
 
@@ -35,7 +35,7 @@ func call(p *Plan, verb string) (*client.Lease, error) {
 	return daemon.Call(ctx, p.SocketPath, &req)
 }
 
-func cmdAdd(args *skel.CmdArgs) error {
+func cmdAdd(args *pluginmain.CmdArgs) error {
 	p, err := plan(args)
 	if err != nil {
 		return err
@@ -56,7 +56,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	return err
 }
 
-func cmdDel(args *skel.CmdArgs) error {
+func cmdDel(args *pluginmain.CmdArgs) error {
 	p, err := plan(args)
 	if err != nil {
 		return err
@@ -72,7 +72,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	return err
 }
 
-func cmdCheck(args *skel.CmdArgs) error {
+func cmdCheck(args *pluginmain.CmdArgs) error {
 	p, err := plan(args)
 	if err != nil {
 		return err
@@ -89,7 +89,7 @@ type gcConf struct {
 	} `json:"cni.dev/valid-attachments"`
 }
 
-func cmdGC(args *skel.CmdArgs) error {
+func cmdGC(args *pluginmain.CmdArgs) error {
 	p, err := plan(args)
 	if err != nil {
 		return err
@@ -105,7 +105,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	return err
 }
 
-func cmdStatus(args *skel.CmdArgs) error {
+func cmdStatus(args *pluginmain.CmdArgs) error {
 	p, err := plan(args)
 	if err != nil {
 		return err

@@ -22,9 +22,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/dhcp/daemon"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/dhcp/leases"
 )
@@ -37,7 +37,7 @@ func main() {
 		}
 		return
 	}
-	skel.PluginMainFuncs(skel.CNIFuncs{
+	pluginmain.Main(pluginmain.Funcs{
 		Add:    cmdAdd,
 		Del:    cmdDel,
 		Check:  cmdCheck,

@@ -16,9 +16,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/hostlocal"
 )
 
@@ -31,10 +31,10 @@ func main() {
 	p := hostlocal.OnDisk(func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "host-local: "+format+"\n", args...)
 	})
-	with := func(verb func(context.Context, *skel.CmdArgs) error) func(*skel.CmdArgs) error {
-		return func(args *skel.CmdArgs) error { return verb(ctx, args) }
+	with := func(verb func(context.Context, *pluginmain.CmdArgs) error) func(*pluginmain.CmdArgs) error {
+		return func(args *pluginmain.CmdArgs) error { return verb(ctx, args) }
 	}
-	skel.PluginMainFuncs(skel.CNIFuncs{
+	pluginmain.Main(pluginmain.Funcs{
 		Add:    with(p.Add),
 		Del:    with(p.Del),
 		Check:  with(p.Check),

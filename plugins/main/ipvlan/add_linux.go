@@ -10,12 +10,12 @@ import (
 	"os"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 	"github.com/ipvlan-cni/ipvlan-cni/pkg/resultjson"
 )
 
@@ -48,8 +48,8 @@ func (f failpoint) after(s addStep) error {
 }
 
 // runVerb parses the configuration and runs verb under verbTimeout: what
-// every skel entry point does first.
-func runVerb(args *skel.CmdArgs, verb func(context.Context, *skel.CmdArgs, *NetConf) error) error {
+// every verb does first.
+func runVerb(args *pluginmain.CmdArgs, verb func(context.Context, *pluginmain.CmdArgs, *NetConf) error) error {
 	conf, err := parseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -59,8 +59,8 @@ func runVerb(args *skel.CmdArgs, verb func(context.Context, *skel.CmdArgs, *NetC
 	return verb(ctx, args, conf)
 }
 
-func cmdAdd(args *skel.CmdArgs) error {
-	return runVerb(args, func(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
+func cmdAdd(args *pluginmain.CmdArgs) error {
+	return runVerb(args, func(ctx context.Context, args *pluginmain.CmdArgs, conf *NetConf) error {
 		_, out, err := add(ctx, args, conf, nil)
 		if err != nil {
 			return err
@@ -76,7 +76,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 // step already taken is undone, newest first, and each undo step undoes
 // only what its own step did: the lease is released only if this ADD got
 // it. The error returned is the first that occurred.
-func add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, fail failpoint) (_ *current.Result, _ []byte, err error) {
+func add(ctx context.Context, args *pluginmain.CmdArgs, conf *NetConf, fail failpoint) (_ *current.Result, _ []byte, err error) {
 	if err := validateIfName(args.IfName); err != nil {
 		return nil, nil, err
 	}

@@ -7,19 +7,19 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/ipvlan-cni/ipvlan-cni/pkg/nldump"
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 )
 
-func cmdCheck(args *skel.CmdArgs) error { return runVerb(args, check) }
+func cmdCheck(args *pluginmain.CmdArgs) error { return runVerb(args, check) }
 
 // check compares the container's interface with the configuration and
 // prevResult, and asks IPAM to check its lease.
-func check(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
+func check(ctx context.Context, args *pluginmain.CmdArgs, conf *NetConf) error {
 	prev := conf.prev()
 	if prev == nil {
 		return invalidConfig("prevResult is required for CHECK")
@@ -45,7 +45,7 @@ func check(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
 
 // checkLink compares the container's interface with the configuration and
 // prevResult.
-func checkLink(args *skel.CmdArgs, conf *NetConf, prev *current.Result) error {
+func checkLink(args *pluginmain.CmdArgs, conf *NetConf, prev *current.Result) error {
 	s, err := openSession(args, conf)
 	if err != nil {
 		return err
@@ -96,7 +96,7 @@ func checkLink(args *skel.CmdArgs, conf *NetConf, prev *current.Result) error {
 
 // checkPrevResult finds our interface in prevResult and checks that its
 // addresses and the routes are on the link.
-func checkPrevResult(h *netlink.Handle, link netlink.Link, args *skel.CmdArgs, prev *current.Result) error {
+func checkPrevResult(h *netlink.Handle, link netlink.Link, args *pluginmain.CmdArgs, prev *current.Result) error {
 	ours := -1
 	for i, intf := range prev.Interfaces {
 		if intf.Name == args.IfName && intf.Sandbox == args.Netns {

@@ -7,28 +7,29 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 )
 
 // cmdDel removes the container's link and releases its lease. It is best
 // effort and idempotent: a missing namespace, link or master is success,
 // and IPAM is always asked to release.
-func cmdDel(args *skel.CmdArgs) error {
+func cmdDel(args *pluginmain.CmdArgs) error {
 	return del(args, startLinkDeletion(args.Netns, args.IfName))
 }
 
 // del releases the lease while the link's deletion d runs, and reports
 // both. Deleting the link needs nothing from the configuration and is the
 // longest part of DEL (the kernel waits for RCU grace periods); main starts
-// it before skel reads stdin, so a DEL refused for its stdin or its
+// it before stdin is read, so a DEL refused for its stdin or its
 // configuration still deletes the link, whole, and reports the refusal
 // with its code.
-func del(args *skel.CmdArgs, d *linkDeletion) error {
-	err := runVerb(args, func(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
+func del(args *pluginmain.CmdArgs, d *linkDeletion) error {
+	err := runVerb(args, func(ctx context.Context, args *pluginmain.CmdArgs, conf *NetConf) error {
 		if err := releaseLease(ctx, args, conf); err != nil {
 			return err
 		}
@@ -74,7 +75,7 @@ func (d *linkDeletion) wait() error {
 }
 
 // releaseLease asks IPAM, if there is one, to release the container's lease.
-func releaseLease(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
+func releaseLease(ctx context.Context, args *pluginmain.CmdArgs, conf *NetConf) error {
 	if conf.IPAM.Type == "" {
 		return nil
 	}

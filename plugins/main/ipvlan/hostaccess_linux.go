@@ -12,13 +12,13 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/ipvlan-cni/ipvlan-cni/pkg/nldump"
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 )
 
 // hostAccess: the host namespace and the container reach each other.
@@ -385,7 +385,7 @@ func (s *session) gcHostAccess(parent netlink.Link, valid map[string]bool) error
 }
 
 // ourIPs are prevResult's addresses of the interface ifName in the sandbox.
-func ourIPs(prev *current.Result, args *skel.CmdArgs) []net.IP {
+func ourIPs(prev *current.Result, args *pluginmain.CmdArgs) []net.IP {
 	if prev == nil {
 		return nil
 	}

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginexec"
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/hostlocal"
 )
 
@@ -20,7 +20,7 @@ const bundledIPAM = "host-local"
 // store as the host-local binary), or, for any other type or with
 // ipamExec, the plugin of that name in CNI_PATH (package pluginexec).
 type ipam struct {
-	args *skel.CmdArgs
+	args *pluginmain.CmdArgs
 	conf *NetConf
 }
 

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"runtime"
 
-	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 )
 
-func unsupported(*skel.CmdArgs) error {
+func unsupported(*pluginmain.CmdArgs) error {
 	return fmt.Errorf("ipvlan is not supported on %s", runtime.GOOS)
 }
 
@@ -23,6 +23,6 @@ var (
 
 type linkDeletion struct{}
 
-func startLinkDeletion(string, string) *linkDeletion { return &linkDeletion{} }
-func (*linkDeletion) wait() error                    { return nil }
-func del(args *skel.CmdArgs, _ *linkDeletion) error  { return unsupported(args) }
+func startLinkDeletion(string, string) *linkDeletion      { return &linkDeletion{} }
+func (*linkDeletion) wait() error                         { return nil }
+func del(args *pluginmain.CmdArgs, _ *linkDeletion) error { return unsupported(args) }

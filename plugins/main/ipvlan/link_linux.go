@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipvlan-cni/ipvlan-cni/pkg/nldump"
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 )
 
 // What every verb shares: the container's namespace and netlink handles,
@@ -31,7 +31,7 @@ var (
 // session holds what a verb needs: the container's namespace and netlink
 // handles bound to it and to the namespace the plugin was started in.
 type session struct {
-	args   *skel.CmdArgs
+	args   *pluginmain.CmdArgs
 	conf   *NetConf
 	netns  ns.NetNS        // the container's
 	cont   *netlink.Handle // bound to the container's namespace
@@ -39,7 +39,7 @@ type session struct {
 	master *netlink.Handle // host, or cont with linkInContainer
 }
 
-func openSession(args *skel.CmdArgs, conf *NetConf) (*session, error) {
+func openSession(args *pluginmain.CmdArgs, conf *NetConf) (*session, error) {
 	s := &session{args: args, conf: conf}
 	n, err := ns.GetNS(args.Netns)
 	if err != nil {

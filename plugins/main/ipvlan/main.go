@@ -11,30 +11,33 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 )
 
 func main() {
 	cmd := os.Getenv("CNI_COMMAND")
-	// skel checks CNI_IFNAME too, but its message does not name the value.
+	// pluginmain checks CNI_IFNAME too, but its message does not name the
+	// value.
 	if cmd == "ADD" || cmd == "DEL" || cmd == "CHECK" {
 		if err := validateIfName(os.Getenv("CNI_IFNAME")); err != nil {
 			exit(err)
 		}
 	}
-	funcs := skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC}
+	funcs := pluginmain.Funcs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC}
 	var deletion *linkDeletion
 	if cmd == "DEL" {
-		// The link's deletion starts at once, before skel reads stdin.
+		// The link's deletion starts at once, before stdin is read.
 		d := startLinkDeletion(os.Getenv("CNI_NETNS"), os.Getenv("CNI_IFNAME"))
-		funcs.Del = func(args *skel.CmdArgs) error { return del(args, d) }
+		funcs.Del = func(args *pluginmain.CmdArgs) error { return del(args, d) }
 		deletion = d
 	}
-	err := skel.PluginMainFuncsWithError(funcs, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "ipvlan CNI plugin")
+	err := pluginmain.Run(funcs, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "ipvlan CNI plugin",
+		os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	if deletion != nil {
-		_ = deletion.wait() // when skel refused the DEL, the link still goes, whole
+		_ = deletion.wait() // when the DEL was refused, the link still goes, whole
 	}
 	exit(err)
 }

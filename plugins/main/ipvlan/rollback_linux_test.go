@@ -12,13 +12,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
 	"github.com/ipvlan-cni/ipvlan-cni/internal/testenv"
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 )
 
 // TestAddRollback makes ADD fail right after each of its steps and shows
@@ -151,7 +151,7 @@ type addEnv struct {
 	hostNS, contNS ns.NetNS
 	cont           *netlink.Handle
 	dataDir        string
-	args           *skel.CmdArgs
+	args           *pluginmain.CmdArgs
 	conf           *NetConf
 }
 
@@ -166,7 +166,7 @@ func newAddEnv(t *testing.T) *addEnv {
 	if e.conf, err = parseConfig([]byte(stdin)); err != nil {
 		t.Fatal(err)
 	}
-	e.args = &skel.CmdArgs{ContainerID: "rollback-" + strings.ReplaceAll(t.Name(), "/", "-"), Netns: e.contNS.Path(), IfName: "eth0", StdinData: []byte(stdin)}
+	e.args = &pluginmain.CmdArgs{ContainerID: "rollback-" + strings.ReplaceAll(t.Name(), "/", "-"), Netns: e.contNS.Path(), IfName: "eth0", StdinData: []byte(stdin)}
 	// IPAM reads the same environment the runtime gives the plugin.
 	t.Setenv("CNI_COMMAND", "ADD")
 	t.Setenv("CNI_CONTAINERID", e.args.ContainerID)

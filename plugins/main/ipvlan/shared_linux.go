@@ -13,10 +13,11 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 )
 
 // stateDir holds the registries of the host-side parts several
@@ -185,7 +186,7 @@ func attachmentOf(network, containerID, ifName string) attachment {
 
 // inHostSession runs fn with a session without the container's
 // namespace, unless the configuration has neither hostAccess nor vlan.
-func inHostSession(args *skel.CmdArgs, conf *NetConf, fn func(s *session) error) error {
+func inHostSession(args *pluginmain.CmdArgs, conf *NetConf, fn func(s *session) error) error {
 	if !conf.HostAccess && conf.VLAN == 0 {
 		return nil
 	}
@@ -223,7 +224,7 @@ func (s *session) sharedParents() (master, parent netlink.Link, ok bool, err err
 // container's link is gone: the attachment's host routes (the addresses
 // recorded at ADD, and prevResult's), the shim after the last attachment,
 // then the VLAN sub-interface after its last.
-func releaseShared(args *skel.CmdArgs, conf *NetConf) error {
+func releaseShared(args *pluginmain.CmdArgs, conf *NetConf) error {
 	return inHostSession(args, conf, (*session).releaseShared)
 }
 
@@ -255,7 +256,7 @@ func (s *session) releaseShared() error {
 }
 
 // gcShared is GC's part for hostAccess and vlan.
-func gcShared(args *skel.CmdArgs, conf *NetConf) error {
+func gcShared(args *pluginmain.CmdArgs, conf *NetConf) error {
 	return inHostSession(args, conf, (*session).gcShared)
 }
 
@@ -281,7 +282,7 @@ func (s *session) gcShared() error {
 }
 
 // statusShared is STATUS's part for hostAccess.
-func statusShared(args *skel.CmdArgs, conf *NetConf) error {
+func statusShared(args *pluginmain.CmdArgs, conf *NetConf) error {
 	if !conf.HostAccess {
 		return nil
 	}

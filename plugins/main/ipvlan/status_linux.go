@@ -6,18 +6,19 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 )
 
-func cmdStatus(args *skel.CmdArgs) error { return runVerb(args, status) }
+func cmdStatus(args *pluginmain.CmdArgs) error { return runVerb(args, status) }
 
 // status reports whether ADD can succeed: the master exists (when it lives
 // in the host namespace and is not taken from a previous plugin) and IPAM
 // is ready.
-func status(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
+func status(ctx context.Context, args *pluginmain.CmdArgs, conf *NetConf) error {
 	if !conf.LinkInContainer && (conf.Master != "" || conf.IPAM.Type != "") {
 		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
@@ -41,11 +42,11 @@ func status(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
 	return ipam{args, conf}.status(ctx)
 }
 
-func cmdGC(args *skel.CmdArgs) error { return runVerb(args, gc) }
+func cmdGC(args *pluginmain.CmdArgs) error { return runVerb(args, gc) }
 
 // gc has IPAM release the leases of attachments no longer valid. Links die
 // with their namespaces: only IPAM's leases can outlive them.
-func gc(ctx context.Context, args *skel.CmdArgs, conf *NetConf) error {
+func gc(ctx context.Context, args *pluginmain.CmdArgs, conf *NetConf) error {
 	if err := gcShared(args, conf); err != nil {
 		return err
 	}

@@ -16,10 +16,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 	"github.com/ipvlan-cni/ipvlan-cni/pkg/resultjson"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/cluster-ipam/blocks"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/cluster-ipam/store"
@@ -39,7 +39,7 @@ const (
 	errAlreadyHeld uint = 101
 )
 
-// Plugin carries the cluster-ipam verbs, each taking the arguments skel
+// Plugin carries the cluster-ipam verbs, each taking the arguments pluginmain
 // passes a plugin. Open connects to a network's store; Out receives
 // printed results (os.Stdout when nil); Hostname gives the default node
 // name; Now the time recorded with allocations.
@@ -96,7 +96,7 @@ func cniError(c *Config, err error) *types.Error {
 
 // withStore parses the config, connects to its store within the config's
 // dialTimeout, and runs fn under one deadline of that length.
-func (p Plugin) withStore(args *skel.CmdArgs, fn func(ctx context.Context, c *Config, st store.Store) error) error {
+func (p Plugin) withStore(args *pluginmain.CmdArgs, fn func(ctx context.Context, c *Config, st store.Store) error) error {
 	c, err := ParseConfig(args.StdinData, args.Args, p.Hostname)
 	if err != nil {
 		return err
@@ -130,7 +130,7 @@ func (p Plugin) allocator(c *Config, st store.Store) *blocks.Allocator {
 // Add allocates one address per range set and prints the result in the
 // config's cniVersion. An attachment that holds addresses already (an ADD
 // retried after a timeout) gets them again.
-func (p Plugin) Add(args *skel.CmdArgs) error {
+func (p Plugin) Add(args *pluginmain.CmdArgs) error {
 	return p.withStore(args, func(ctx context.Context, c *Config, st store.Store) (err error) {
 		requested, err := c.RequestedBySet()
 		if err != nil {
@@ -182,7 +182,7 @@ func (p Plugin) Add(args *skel.CmdArgs) error {
 }
 
 // Del releases the attachment's addresses on this node; none is success.
-func (p Plugin) Del(args *skel.CmdArgs) error {
+func (p Plugin) Del(args *pluginmain.CmdArgs) error {
 	return p.withStore(args, func(ctx context.Context, c *Config, st store.Store) error {
 		if err := release(ctx, st, c.Node, hlstore.NewAttachment(args.ContainerID, args.IfName)); err != nil {
 			return cniError(c, err)
@@ -193,7 +193,7 @@ func (p Plugin) Del(args *skel.CmdArgs) error {
 
 // Check verifies that the attachment holds every address of prevResult,
 // or at least one address when there is none.
-func (p Plugin) Check(args *skel.CmdArgs) error {
+func (p Plugin) Check(args *pluginmain.CmdArgs) error {
 	prev, hasPrev, err := hostlocal.PrevResultAddrs(args.StdinData)
 	if err != nil {
 		return err
@@ -240,7 +240,7 @@ func containsAddr(list []netip.Addr, a netip.Addr) bool {
 // GC releases this node's allocations whose attachment is not in
 // cni.dev/valid-attachments; never another node's. Without that key it
 // refuses, rather than release every allocation.
-func (p Plugin) GC(args *skel.CmdArgs) error {
+func (p Plugin) GC(args *pluginmain.CmdArgs) error {
 	return p.withStore(args, func(ctx context.Context, c *Config, st store.Store) error {
 		if !c.HasValidAttachments {
 			return types.NewError(types.ErrInvalidNetworkConfig, "cni.dev/valid-attachments is missing: refusing to release every allocation", "")
@@ -273,7 +273,7 @@ func (p Plugin) GC(args *skel.CmdArgs) error {
 
 // Status fails with code 50, naming the endpoints, when the cluster does
 // not answer a consistent read within dialTimeout.
-func (p Plugin) Status(args *skel.CmdArgs) error {
+func (p Plugin) Status(args *pluginmain.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args, p.Hostname)
 	if err != nil {
 		return err

@@ -1,7 +1,7 @@
 // Package hostlocal implements the host-local IPAM verbs (ADD, DEL, CHECK,
 // GC, STATUS) over a lease store: configuration parsing, requested
 // addresses, results and their CNI error codes. The host-local binary wires
-// it to skel; the ipvlan plugin runs it in its own process when its ipam
+// it to pluginmain; the ipvlan plugin runs it in its own process when its ipam
 // type is host-local, saving a process start per verb. It touches no
 // network namespace and needs only write access to the data directory.
 package hostlocal
@@ -16,10 +16,10 @@ import (
 	"os"
 	"strings"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 	"github.com/ipvlan-cni/ipvlan-cni/pkg/resultjson"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/allocator"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store"
@@ -37,7 +37,7 @@ const (
 )
 
 // Plugin carries the host-local verbs, each taking a context that bounds
-// the wait for the network's lock and the arguments skel passes a plugin.
+// the wait for the network's lock and the arguments a plugin is given.
 // Open returns the lease store of a network; Out receives printed results
 // (os.Stdout when nil).
 type Plugin struct {
@@ -105,7 +105,7 @@ func (p Plugin) print(out []byte) error {
 
 // Add leases one address per range set and prints the result in the
 // config's cniVersion.
-func (p Plugin) Add(ctx context.Context, args *skel.CmdArgs) error {
+func (p Plugin) Add(ctx context.Context, args *pluginmain.CmdArgs) error {
 	return p.add(ctx, args, func(c *Config, result *current.Result) error {
 		out, err := resultjson.Encode(result, c.CNIVersion)
 		if err != nil {
@@ -121,7 +121,7 @@ func (p Plugin) Add(ctx context.Context, args *skel.CmdArgs) error {
 // AddResult leases like Add and returns the result, in the current result
 // version, instead of printing it: for a plugin that runs host-local in its
 // own process.
-func (p Plugin) AddResult(ctx context.Context, args *skel.CmdArgs) (*current.Result, error) {
+func (p Plugin) AddResult(ctx context.Context, args *pluginmain.CmdArgs) (*current.Result, error) {
 	var res *current.Result
 	err := p.add(ctx, args, func(_ *Config, result *current.Result) error {
 		res = result
@@ -132,7 +132,7 @@ func (p Plugin) AddResult(ctx context.Context, args *skel.CmdArgs) (*current.Res
 
 // add leases the addresses and hands the result to emit; when emit fails
 // the leases are released.
-func (p Plugin) add(ctx context.Context, args *skel.CmdArgs, emit func(*Config, *current.Result) error) error {
+func (p Plugin) add(ctx context.Context, args *pluginmain.CmdArgs, emit func(*Config, *current.Result) error) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -179,7 +179,7 @@ func allocate(ctx context.Context, a *allocator.Allocator, owner store.Attachmen
 }
 
 // Del releases every lease of the attachment; none is success.
-func (p Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
+func (p Plugin) Del(ctx context.Context, args *pluginmain.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -194,7 +194,7 @@ func (p Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 
 // Check verifies that the attachment holds a lease for every address of
 // prevResult, or for at least one address when there is no prevResult.
-func (p Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
+func (p Plugin) Check(ctx context.Context, args *pluginmain.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -237,7 +237,7 @@ func (p Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 // GC releases every lease whose attachment is not in
 // cni.dev/valid-attachments. Without that key it refuses, rather than
 // release every lease.
-func (p Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
+func (p Plugin) GC(ctx context.Context, args *pluginmain.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err
@@ -254,7 +254,7 @@ func (p Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 }
 
 // Status fails with code 50 when a range set has no free address.
-func (p Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
+func (p Plugin) Status(ctx context.Context, args *pluginmain.CmdArgs) error {
 	c, err := ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return err

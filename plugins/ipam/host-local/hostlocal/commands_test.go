@@ -10,9 +10,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store"
 )
 
@@ -21,8 +21,8 @@ func fakePlugin(st *store.Fake, out *bytes.Buffer) Plugin {
 	return Plugin{Open: func(string, string) (store.Store, error) { return st, nil }, Out: out}
 }
 
-func cmdArgs(id, stdin, envArgs string) *skel.CmdArgs {
-	return &skel.CmdArgs{ContainerID: id, IfName: "eth0", Netns: "/dev/null", StdinData: []byte(stdin), Args: envArgs}
+func cmdArgs(id, stdin, envArgs string) *pluginmain.CmdArgs {
+	return &pluginmain.CmdArgs{ContainerID: id, IfName: "eth0", Netns: "/dev/null", StdinData: []byte(stdin), Args: envArgs}
 }
 
 func versionConf(v, ipam string, extra ...string) string {

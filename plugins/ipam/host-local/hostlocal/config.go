@@ -8,9 +8,9 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/allocator"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/host-local/store/disk"
@@ -95,7 +95,7 @@ func ParseConfig(stdin []byte, envArgs string) (*Config, error) {
 	}
 	// cni's own check of the name syntax, ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$;
 	// the message here names the value.
-	if utils.ValidateNetworkName(n.Name) != nil {
+	if !pluginmain.ValidName(n.Name) {
 		return nil, invalid("name %q is not a valid network name", n.Name)
 	}
 	if n.IPAM == nil {
