@@ -1,14 +1,16 @@
 // Package pluginmain is the entry point of the project's CNI plugins: it
 // reads the CNI_* environment variables and the configuration on stdin,
 // checks them and the configuration's cniVersion as the CNI specification
-// asks, and runs the verb. It answers every input the way cni's skel
-// package does, with the same error codes and messages (a test runs both
-// on the same inputs), with two differences:
+// asks, and runs the verb. It takes the decisions cni's skel package takes,
+// with the same error codes (a test runs both on the same inputs), and
+// differs in three ways:
 //
 //   - it needs no regular expression: cni's skel validates names through
 //     cni/pkg/utils, which compiles its expressions, and the unicode
 //     tables they need, as every plugin process starts (0.5 to 3 ms a
 //     verb in the project's VM, see docs/performance.md);
+//   - an invalid container ID, interface name or network name gets a
+//     message naming the variable or field, the value and the rule;
 //   - ADD and DEL refuse a CNI_NETNS that is the plugin's own namespace
 //     before the verb runs; skel checks it after the verb has run.
 package pluginmain
@@ -20,8 +22,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
@@ -122,7 +122,7 @@ func Run(funcs Funcs, info version.PluginInfo, about string, getenv func(string)
 		return err
 	}
 	if cmd == "ADD" || cmd == "DEL" {
-		if err := checkNetns(args); err != nil {
+		if err := CheckNetns(args.Netns, args.NetnsOverride); err != nil {
 			return err
 		}
 	}
@@ -188,10 +188,10 @@ func checkName(data []byte) *types.Error {
 		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("error unmarshall network config: %v", err), "")
 	}
 	if conf.Name == "" {
-		return types.NewError(types.ErrInvalidNetworkConfig, "missing network name", "")
+		return types.NewError(types.ErrInvalidNetworkConfig, `the network configuration has no "name"`, "")
 	}
 	if !ValidName(conf.Name) {
-		return types.NewError(types.ErrInvalidNetworkConfig, "invalid characters found in network name", conf.Name)
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid network name %q: %s", conf.Name, nameRule), "")
 	}
 	return nil
 }
@@ -237,25 +237,29 @@ func pluginAllows(cmd, v string, info version.PluginInfo) *types.Error {
 	return types.NewError(types.ErrIncompatibleCNIVersion, "plugin version does not allow "+cmd, "")
 }
 
-// checkNetns refuses a CNI_NETNS that is the plugin's own network
-// namespace, unless CNI_NETNS_OVERRIDE allows it. A path that cannot be
-// opened is left to the verb: DEL succeeds for a namespace that is gone.
-func checkNetns(args *CmdArgs) *types.Error {
-	if o := strings.ToUpper(args.NetnsOverride); o == "TRUE" || o == "1" || args.Netns == "" {
+// CheckNetns refuses a CNI_NETNS that is the plugin's own network
+// namespace, unless CNI_NETNS_OVERRIDE ("1" or "true") allows it. A path
+// that cannot be opened is left to the verb: DEL succeeds for a namespace
+// that is gone.
+func CheckNetns(netns, override string) *types.Error {
+	if o := strings.ToUpper(override); o == "TRUE" || o == "1" || netns == "" {
 		return nil
 	}
 	var theirs, ours unix.Stat_t
-	if unix.Stat(args.Netns, &theirs) != nil {
+	if unix.Stat(netns, &theirs) != nil {
 		return nil
 	}
 	if err := unix.Stat("/proc/thread-self/ns/net", &ours); err != nil {
-		return types.NewError(types.ErrInvalidNetNS, "get plugin's netns failed", "")
+		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("identify the plugin's own network namespace: %v", err), "")
 	}
 	if theirs.Dev == ours.Dev && theirs.Ino == ours.Ino {
-		return types.NewError(types.ErrInvalidNetNS, "plugin's netns and netns from CNI_NETNS should not be the same", "")
+		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q is the plugin's own network namespace (CNI_NETNS_OVERRIDE=1 allows it)", netns), "")
 	}
 	return nil
 }
+
+// nameRule says what ValidName accepts.
+const nameRule = "want letters, digits, '_', '.' and '-', beginning with a letter or digit"
 
 // ValidName reports whether s, a container ID or a network name, is made
 // of what the specification allows: ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$.
@@ -274,7 +278,7 @@ func ValidName(s string) bool {
 
 func validateContainerID(id string) *types.Error {
 	if !ValidName(id) {
-		return types.NewError(types.ErrInvalidEnvironmentVariables, "invalid characters in containerID", id)
+		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("invalid CNI_CONTAINERID %q: %s", id, nameRule), "")
 	}
 	return nil
 }
@@ -282,24 +286,27 @@ func validateContainerID(id string) *types.Error {
 // MaxIfNameLen is the kernel's limit on an interface name (IFNAMSIZ-1).
 const MaxIfNameLen = 15
 
-// ValidateIfName checks an interface name as the kernel does
-// (dev_valid_name): not empty, at most 15 bytes, not . or .., no /, :
-// or white space. The errors are skel's.
+// ValidateIfName checks CNI_IFNAME as the kernel checks an interface name
+// (dev_valid_name): not empty, at most 15 bytes, not . or .., and no '/',
+// ':' or byte the kernel counts as white space (tab to carriage return,
+// space, and 0xa0).
 func ValidateIfName(name string) *types.Error {
+	invalid := func(why string) *types.Error {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("invalid CNI_IFNAME %q: %s", name, why), "")
+	}
 	switch {
 	case name == "":
-		return types.NewError(types.ErrInvalidEnvironmentVariables, "interface name is empty", "")
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_IFNAME is empty", "")
 	case len(name) > MaxIfNameLen:
-		return types.NewError(types.ErrInvalidEnvironmentVariables, "interface name is too long", fmt.Sprintf("interface name should be less than %d characters", MaxIfNameLen+1))
+		return invalid(fmt.Sprintf("longer than %d bytes", MaxIfNameLen))
 	case name == "." || name == "..":
-		return types.NewError(types.ErrInvalidEnvironmentVariables, "interface name is . or ..", "")
+		return invalid("not an interface name")
 	}
-	for i := 0; i < len(name); {
-		r, n := utf8.DecodeRuneInString(name[i:])
-		if r == '/' || r == ':' || unicode.IsSpace(r) {
-			return types.NewError(types.ErrInvalidEnvironmentVariables, "interface name contains / or : or whitespace characters", "")
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; c {
+		case '/', ':', '\t', '\n', '\v', '\f', '\r', ' ', 0xa0:
+			return invalid(fmt.Sprintf("contains %q", rune(c)))
 		}
-		i += n
 	}
 	return nil
 }

@@ -1,11 +1,13 @@
 package pluginmain
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -141,6 +143,7 @@ func TestSameAsSkel(t *testing.T) {
 		{"ifname with a tab", withEnv(add, "CNI_IFNAME", "a\tb"), good, nil},
 		{"ifname with a no-break space", withEnv(add, "CNI_IFNAME", "a\u00a0b"), good, nil},
 		{"ifname in UTF-8", withEnv(add, "CNI_IFNAME", "eté"), good, nil},
+		{"ifname with a control character", withEnv(add, "CNI_IFNAME", "a\x01b"), good, nil},
 		{"DEL without netns", withEnv(add, "CNI_COMMAND", "DEL", "CNI_NETNS", ""), good, nil},
 		{"DEL without ifname", withEnv(add, "CNI_COMMAND", "DEL", "CNI_IFNAME", ""), good, nil},
 		{"CHECK", withEnv(add, "CNI_COMMAND", "CHECK"), good, nil},
@@ -173,16 +176,96 @@ func TestSameAsSkel(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			want := runSkel(t, c.env, c.stdin, c.ret)
 			got := runOurs(c.env, c.stdin, c.ret)
+			gotErr, wantErr := got.err, want.err
+			got.err, want.err = nil, nil
 			if !reflect.DeepEqual(got, want) {
-				t.Errorf("\n got  %+v (error %+v)\n want %+v (error %+v)", got, got.err, want, want.err)
+				t.Errorf("\n got  %+v\n want %+v", got, want)
+			}
+			switch {
+			case gotErr == nil || wantErr == nil:
+				if gotErr != wantErr {
+					t.Errorf("error %+v, want %+v", gotErr, wantErr)
+				}
+			case gotErr.Code != wantErr.Code:
+				t.Errorf("error code %d (%+v), want %d (%+v)", gotErr.Code, gotErr, wantErr.Code, wantErr)
+			case renamed[wantErr.Msg] != "":
+				// The same decision, told with the variable and its value.
+				if want := renamed[wantErr.Msg]; !strings.Contains(gotErr.Msg, want) {
+					t.Errorf("error %q does not name %s", gotErr.Msg, want)
+				}
+				if value := named(c.env, c.stdin, wantErr.Msg); !strings.Contains(gotErr.Msg, value) {
+					t.Errorf("error %q does not name the value %s", gotErr.Msg, value)
+				}
+			case !reflect.DeepEqual(gotErr, wantErr):
+				t.Errorf("error %+v, want %+v", gotErr, wantErr)
 			}
 		})
 	}
 }
 
+// renamed maps skel's messages that do not name the value to the variable
+// or field that pluginmain's message for the same refusal names.
+var renamed = map[string]string{
+	"invalid characters in containerID":                       "CNI_CONTAINERID",
+	"interface name is too long":                              "CNI_IFNAME",
+	"interface name is . or ..":                               "CNI_IFNAME",
+	"interface name contains / or : or whitespace characters": "CNI_IFNAME",
+	"missing network name":                                    `"name"`,
+	"invalid characters found in network name":                "network name",
+}
+
+// named is the value a renamed message must quote.
+func named(env map[string]string, stdin, msg string) string {
+	switch renamed[msg] {
+	case "CNI_CONTAINERID":
+		return strconv.Quote(env["CNI_CONTAINERID"])
+	case "CNI_IFNAME":
+		return strconv.Quote(env["CNI_IFNAME"])
+	case "network name":
+		var c struct{ Name string }
+		_ = json.Unmarshal([]byte(stdin), &c)
+		return strconv.Quote(c.Name)
+	}
+	return ""
+}
+
+// TestIfNameAsKernel: CNI_IFNAME is checked byte by byte as the kernel
+// checks a name (dev_valid_name), where skel checks Unicode white space:
+// the two disagree only on names the kernel decides otherwise.
+func TestIfNameAsKernel(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		ok   bool
+	}{
+		{"eth0", true},
+		{"abcdefghijklmno", true},
+		{"abcdefghijklmnop", false},
+		{"net", true}, // NEL: white space to Unicode, bytes c2 85 to the kernel
+		{"à", false},   // bytes c3 a0: 0xa0 is white space to the kernel
+		{"a b", false},
+		{"ab", true}, // a control character the kernel accepts
+		{"ab", false},
+		{"a:b", false},
+		{"/", false},
+		{"..", false},
+		{"", false},
+	} {
+		err := ValidateIfName(c.name)
+		if (err == nil) != c.ok {
+			t.Errorf("ValidateIfName(%q) = %v, want ok %v", c.name, err, c.ok)
+		}
+		if err != nil && err.Code != types.ErrInvalidEnvironmentVariables {
+			t.Errorf("ValidateIfName(%q): code %d, want %d", c.name, err.Code, types.ErrInvalidEnvironmentVariables)
+		}
+		if err != nil && c.name != "" && !strings.Contains(err.Msg, strconv.Quote(c.name)) {
+			t.Errorf("ValidateIfName(%q): %q does not name the value", c.name, err.Msg)
+		}
+	}
+}
+
 // TestOwnNetns: ADD and DEL for the plugin's own namespace are refused
-// before the verb runs (skel runs the verb first), with skel's error, and
-// CNI_NETNS_OVERRIDE lets them through.
+// before the verb runs (skel runs the verb first), with skel's code and a
+// message naming the path, and CNI_NETNS_OVERRIDE lets them through.
 func TestOwnNetns(t *testing.T) {
 	for _, cmd := range []string{"ADD", "DEL"} {
 		env := map[string]string{
@@ -198,8 +281,8 @@ func TestOwnNetns(t *testing.T) {
 		if got.called != "" {
 			t.Errorf("%s: the verb ran for the plugin's own namespace", cmd)
 		}
-		if !reflect.DeepEqual(got.err, want.err) {
-			t.Errorf("%s: error %+v, want skel's %+v", cmd, got.err, want.err)
+		if got.err == nil || got.err.Code != want.err.Code || !strings.Contains(got.err.Msg, `CNI_NETNS "/proc/self/ns/net"`) {
+			t.Errorf("%s: error %+v, want code %d naming CNI_NETNS and its value", cmd, got.err, want.err.Code)
 		}
 		got = runOurs(withEnv(env, "CNI_NETNS_OVERRIDE", "1"), stdin, nil)
 		if got.err != nil || got.called != cmd {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/go-cmp/cmp"
@@ -857,6 +859,55 @@ func TestIntegrationDelRefused(t *testing.T) {
 			}
 			f.requireNothingLeft(c)
 		})
+	}
+}
+
+// TestIntegrationOwnNetns: ADD and DEL naming the plugin's own namespace
+// as CNI_NETNS are refused with code 8 before anything is done: no link
+// made, no lease taken, and DEL's early deletion leaves the ipvlan link of
+// that name in the host alone. With CNI_NETNS_OVERRIDE=1 the same DEL
+// runs, and deletes it.
+func TestIntegrationOwnNetns(t *testing.T) {
+	f := newNetFixture(t)
+	const hostIf = "own0"
+	if err := f.hostH.LinkAdd(&netlink.IPVlan{LinkAttrs: netlink.LinkAttrs{Name: hostIf, ParentIndex: f.master.Attrs().Index}, Mode: netlink.IPVLAN_MODE_L2}); err != nil {
+		t.Fatalf("ip link add %s type ipvlan: %v", hostIf, err)
+	}
+	l := f.list("1.1.0", f.plugin(nil))
+	own := &libcni.RuntimeConf{ContainerID: "own-netns", NetNS: f.host.Path(), IfName: "own1"}
+
+	_, err := f.add(l, own)
+	wantCNIError(t, err, types.ErrInvalidNetNS, "CNI_NETNS", f.host.Path())
+	if _, err := f.hostH.LinkByName("own1"); err == nil {
+		t.Errorf("the refused ADD made own1 in the host namespace")
+	}
+	if got := f.leases(); len(got) != 0 {
+		t.Errorf("leases after the refused ADD = %v, want none", got)
+	}
+
+	own.IfName = hostIf
+	wantCNIError(t, f.del(l, own), types.ErrInvalidNetNS, "CNI_NETNS", f.host.Path())
+	if _, err := f.hostH.LinkByName(hostIf); err != nil {
+		t.Errorf("the refused DEL deleted %s of the host: %v", hostIf, err)
+	}
+
+	// libcni has no CNI_NETNS_OVERRIDE: exec the plugin as it would, with it.
+	stdin := pluginStdin(t, "1.1.0", f.plugin(nil))
+	err = f.inHost(func(ctx context.Context) error {
+		path, err := invoke.FindInPath("ipvlan", []string{testenv.PluginDir(t)})
+		if err != nil {
+			return err
+		}
+		args := &invoke.Args{Command: "DEL", ContainerID: own.ContainerID, NetNS: own.NetNS, IfName: hostIf, Path: testenv.PluginDir(t)}
+		raw := &invoke.RawExec{Stderr: os.Stderr}
+		_, err = raw.ExecPlugin(ctx, path, stdin, append(args.AsEnv(), "CNI_NETNS_OVERRIDE=1"))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("DEL with CNI_NETNS_OVERRIDE=1: %v", err)
+	}
+	if _, err := f.hostH.LinkByName(hostIf); err == nil {
+		t.Errorf("DEL with CNI_NETNS_OVERRIDE=1 left %s", hostIf)
 	}
 }
 

@@ -19,8 +19,8 @@ import (
 
 func main() {
 	cmd := os.Getenv("CNI_COMMAND")
-	// pluginmain checks CNI_IFNAME too, but its message does not name the
-	// value.
+	// ipvlan's rule for CNI_IFNAME is stricter than pluginmain's (no
+	// control characters), and DEL's early deletion below uses the name.
 	if cmd == "ADD" || cmd == "DEL" || cmd == "CHECK" {
 		if err := validateIfName(os.Getenv("CNI_IFNAME")); err != nil {
 			exit(err)
@@ -29,7 +29,11 @@ func main() {
 	funcs := pluginmain.Funcs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC}
 	var deletion *linkDeletion
 	if cmd == "DEL" {
-		// The link's deletion starts at once, before stdin is read.
+		// The link's deletion starts at once, before stdin is read; never
+		// in the plugin's own namespace.
+		if err := pluginmain.CheckNetns(os.Getenv("CNI_NETNS"), os.Getenv("CNI_NETNS_OVERRIDE")); err != nil {
+			exit(err)
+		}
 		d := startLinkDeletion(os.Getenv("CNI_NETNS"), os.Getenv("CNI_IFNAME"))
 		funcs.Del = func(args *pluginmain.CmdArgs) error { return del(args, d) }
 		deletion = d
