@@ -58,7 +58,7 @@ var (
 		{"CNI_COMMAND", verbs, nil},
 		{"CNI_CONTAINERID", map[string]bool{"ADD": true, "CHECK": true, "DEL": true}, validateContainerID},
 		{"CNI_NETNS", map[string]bool{"ADD": true, "CHECK": true}, nil},
-		{"CNI_IFNAME", map[string]bool{"ADD": true, "CHECK": true, "DEL": true}, ValidateIfName},
+		{"CNI_IFNAME", map[string]bool{"ADD": true, "CHECK": true, "DEL": true}, validateIfName},
 		{"CNI_ARGS", nil, nil},
 		{"CNI_PATH", verbs, nil},
 		{"CNI_NETNS_OVERRIDE", nil, nil},
@@ -283,30 +283,38 @@ func validateContainerID(id string) *types.Error {
 	return nil
 }
 
-// MaxIfNameLen is the kernel's limit on an interface name (IFNAMSIZ-1).
-const MaxIfNameLen = 15
+// maxIfNameLen is the kernel's limit on an interface name (IFNAMSIZ-1).
+const maxIfNameLen = 15
 
-// ValidateIfName checks CNI_IFNAME as the kernel checks an interface name
-// (dev_valid_name): not empty, at most 15 bytes, not . or .., and no '/',
-// ':' or byte the kernel counts as white space (tab to carriage return,
-// space, and 0xa0).
-func ValidateIfName(name string) *types.Error {
-	invalid := func(why string) *types.Error {
-		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("invalid CNI_IFNAME %q: %s", name, why), "")
-	}
+// IfNameProblem says what the kernel finds wrong with name as an
+// interface name (dev_valid_name), or "" when nothing is: empty, longer
+// than 15 bytes, . or .., or holding '/', ':' or a byte the kernel counts
+// as white space (tab to carriage return, space, and 0xa0).
+func IfNameProblem(name string) string {
 	switch {
 	case name == "":
-		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_IFNAME is empty", "")
-	case len(name) > MaxIfNameLen:
-		return invalid(fmt.Sprintf("longer than %d bytes", MaxIfNameLen))
+		return "empty"
+	case len(name) > maxIfNameLen:
+		return fmt.Sprintf("longer than %d bytes", maxIfNameLen)
 	case name == "." || name == "..":
-		return invalid("not an interface name")
+		return "not an interface name"
 	}
 	for i := 0; i < len(name); i++ {
 		switch c := name[i]; c {
 		case '/', ':', '\t', '\n', '\v', '\f', '\r', ' ', 0xa0:
-			return invalid(fmt.Sprintf("contains %q", rune(c)))
+			return fmt.Sprintf("contains %q", rune(c))
 		}
+	}
+	return ""
+}
+
+// validateIfName checks CNI_IFNAME as the kernel checks an interface name.
+func validateIfName(name string) *types.Error {
+	if name == "" {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_IFNAME is empty", "")
+	}
+	if p := IfNameProblem(name); p != "" {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("invalid CNI_IFNAME %q: %s", name, p), "")
 	}
 	return nil
 }

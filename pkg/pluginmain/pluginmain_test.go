@@ -250,15 +250,15 @@ func TestIfNameAsKernel(t *testing.T) {
 		{"..", false},
 		{"", false},
 	} {
-		err := ValidateIfName(c.name)
+		err := validateIfName(c.name)
 		if (err == nil) != c.ok {
-			t.Errorf("ValidateIfName(%q) = %v, want ok %v", c.name, err, c.ok)
+			t.Errorf("validateIfName(%q) = %v, want ok %v", c.name, err, c.ok)
 		}
 		if err != nil && err.Code != types.ErrInvalidEnvironmentVariables {
-			t.Errorf("ValidateIfName(%q): code %d, want %d", c.name, err.Code, types.ErrInvalidEnvironmentVariables)
+			t.Errorf("validateIfName(%q): code %d, want %d", c.name, err.Code, types.ErrInvalidEnvironmentVariables)
 		}
 		if err != nil && c.name != "" && !strings.Contains(err.Msg, strconv.Quote(c.name)) {
-			t.Errorf("ValidateIfName(%q): %q does not name the value", c.name, err.Msg)
+			t.Errorf("validateIfName(%q): %q does not name the value", c.name, err.Msg)
 		}
 	}
 }

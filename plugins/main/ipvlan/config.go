@@ -2,12 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
 )
 
 // Mode is the ipvlan mode: how the kernel treats the virtual device's
@@ -222,16 +225,14 @@ func (n *NetConf) requireAddressSource() error {
 	return nil
 }
 
-// validateLinkName applies the kernel's rules for interface names.
+// validateLinkName applies the kernel's rule for interface names
+// (pluginmain.IfNameProblem), and refuses control characters as well.
 func validateLinkName(name string) error {
-	switch {
-	case len(name) > 15:
-		return fmt.Errorf("longer than 15 characters")
-	case name == "." || name == "..":
-		return fmt.Errorf("not a valid interface name")
+	if p := pluginmain.IfNameProblem(name); p != "" {
+		return errors.New(p)
 	}
 	for _, r := range name {
-		if r == '/' || r == ':' || r <= ' ' || r == 0x7f {
+		if r < ' ' || r == 0x7f {
 			return fmt.Errorf("contains %q", r)
 		}
 	}
