@@ -332,10 +332,11 @@ func ipamConf(subnet, dataDir string) map[string]any {
 // measureStarts times, runs times in turn, the floor (noop) and VERSION of
 // ours' and the reference's ipvlan and host-local, after a few untimed
 // rounds to bring the binaries into the page cache: process start-up, Go
-// runtime and package initialisation, the VERSION answer. It returns floor, ipvlan ours,
-// ipvlan reference, host-local ours, host-local reference, and the floor
-// again with GODEBUG=disablethp=1, the default ours are built with
-// (vmtest.PluginLDFlags): what transparent huge pages cost a start.
+// runtime and package initialisation, the VERSION answer. It returns
+// floor, ipvlan ours, ipvlan reference, host-local ours, host-local
+// reference, and the floor again with GODEBUG=disablethp=1, the default
+// ours are built with (vmtest.PluginLDFlags): what transparent huge pages
+// cost a start.
 func measureStarts(ctx context.Context, ours, ref *impl, floor string, runs int) ([6]Dist, error) {
 	var out [6]Dist
 	raw := &invoke.RawExec{Stderr: os.Stderr}

@@ -93,8 +93,8 @@ func ParseConfig(stdin []byte, envArgs string) (*Config, error) {
 	if err := json.Unmarshal(stdin, &n); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode network config: %v", err), "")
 	}
-	// cni's own check of the name syntax, ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$;
-	// the message here names the value.
+	// The specification's name syntax, ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$
+	// (checked before the verb by pluginmain too, for the binary).
 	if !pluginmain.ValidName(n.Name) {
 		return nil, invalid("name %q is not a valid network name", n.Name)
 	}
