@@ -71,7 +71,12 @@ var (
 // printed on stdout as the specification's error object and status 1.
 // about is printed, with the versions, when CNI_COMMAND is unset.
 func Main(funcs Funcs, info version.PluginInfo, about string) {
-	err := Run(funcs, info, about, os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	Exit(Run(funcs, info, about, os.Getenv, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// Exit ends the plugin: status 0 for a nil err, else err printed on
+// stdout as the specification's error object and status 1.
+func Exit(err *types.Error) {
 	if err == nil {
 		os.Exit(0)
 	}
@@ -197,7 +202,9 @@ func checkName(data []byte) *types.Error {
 }
 
 // checkVersion checks the configuration's cniVersion against the plugin's
-// versions and against the first version that has the verb.
+// versions and against the first version that has the verb. It decodes
+// the configuration a second time, with cni's version decoder, so that a
+// cniVersion of the wrong type is refused with cni's message.
 func checkVersion(cmd string, data []byte, info version.PluginInfo) *types.Error {
 	var d version.ConfigDecoder
 	v, err := d.Decode(data)

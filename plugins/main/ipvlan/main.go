@@ -8,10 +8,8 @@
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/ipvlan-cni/ipvlan-cni/pkg/pluginmain"
@@ -23,7 +21,7 @@ func main() {
 	// control characters), and DEL's early deletion below uses the name.
 	if cmd == "ADD" || cmd == "DEL" || cmd == "CHECK" {
 		if err := validateIfName(os.Getenv("CNI_IFNAME")); err != nil {
-			exit(err)
+			pluginmain.Exit(err)
 		}
 	}
 	funcs := pluginmain.Funcs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC}
@@ -32,7 +30,7 @@ func main() {
 		// The link's deletion starts at once, before stdin is read; never
 		// in the plugin's own namespace.
 		if err := pluginmain.CheckNetns(os.Getenv("CNI_NETNS"), os.Getenv("CNI_NETNS_OVERRIDE")); err != nil {
-			exit(err)
+			pluginmain.Exit(err)
 		}
 		d := startLinkDeletion(os.Getenv("CNI_NETNS"), os.Getenv("CNI_IFNAME"))
 		funcs.Del = func(args *pluginmain.CmdArgs) error { return del(args, d) }
@@ -43,16 +41,5 @@ func main() {
 	if deletion != nil {
 		_ = deletion.wait() // when the DEL was refused, the link still goes, whole
 	}
-	exit(err)
-}
-
-// exit ends the plugin: status 0, or the error printed and status 1.
-func exit(err *types.Error) {
-	if err == nil {
-		os.Exit(0)
-	}
-	if perr := err.Print(); perr != nil {
-		fmt.Fprintln(os.Stderr, "ipvlan: print the error:", perr)
-	}
-	os.Exit(1)
+	pluginmain.Exit(err)
 }
