@@ -11,12 +11,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
+
+	"github.com/ipvlan-cni/ipvlan-cni/internal/cpuidle"
 )
 
 // run measures ours and the reference in one environment and fills rep as
@@ -72,7 +73,7 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 			logf("created %d container namespaces in %.1f s, %d in all", len(pool)-had, time.Since(start).Seconds(), len(pool))
 			// The kernel goes on working for a while after namespaces are
 			// made; a phase should not start in that wake.
-			waited, busy := settle(30 * time.Second)
+			waited, busy := cpuidle.Settle(500*time.Millisecond, 30*time.Second)
 			logf("waited %.1f s for the guest to settle (CPU %.0f%% busy)", waited.Seconds(), 100*busy)
 		}
 		return pool, err
@@ -297,7 +298,7 @@ func attachedPhase(ctx context.Context, im *impl, rep *ImplReport, fillNS, measu
 		return fmt.Errorf("attach the fill: %d ADDs failed, the first: %w", len(errs), errs[0])
 	}
 	logf("%s: attached %d in %.1f s", im.name, len(fill), wall.Seconds())
-	waited, busy := settle(30 * time.Second)
+	waited, busy := cpuidle.Settle(500*time.Millisecond, 30*time.Second)
 	logf("%s: waited %.1f s for the guest to settle (CPU %.0f%% busy)", im.name, waited.Seconds(), 100*busy)
 	if rep.AttachedFloor, err = timeFloor(cfg.floor, cfg.runs); err != nil {
 		return err
@@ -348,53 +349,4 @@ func runFloor(floor string, env ...string) error {
 		return fmt.Errorf("floor: run noop %s: %w", strings.Join(env, " "), err)
 	}
 	return nil
-}
-
-// settle waits until the CPUs have been mostly idle (under 10% busy) for
-// half a second, or until limit has passed, and returns how long it waited
-// and how busy the CPUs were in the last half second.
-func settle(limit time.Duration) (time.Duration, float64) {
-	start := time.Now()
-	busy := 1.0
-	for time.Since(start) < limit {
-		b0, t0, err := cpuTicks()
-		if err != nil {
-			return time.Since(start), -1
-		}
-		time.Sleep(500 * time.Millisecond)
-		b1, t1, err := cpuTicks()
-		if err != nil || t1 == t0 {
-			return time.Since(start), -1
-		}
-		if busy = float64(b1-b0) / float64(t1-t0); busy < 0.1 {
-			break
-		}
-	}
-	return time.Since(start), busy
-}
-
-// cpuTicks reads the busy and the total clock ticks of all CPUs from the
-// first line of /proc/stat.
-func cpuTicks() (busy, total uint64, err error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	fields := strings.Fields(line)
-	if len(fields) < 5 || fields[0] != "cpu" {
-		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
-	}
-	// user nice system idle iowait irq softirq steal; guest time is in user.
-	for i, f := range fields[1:min(len(fields), 9)] {
-		v, err := strconv.ParseUint(f, 10, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/stat: %q: %w", line, err)
-		}
-		total += v
-		if i != 3 && i != 4 && i != 7 { // idle, iowait, steal
-			busy += v
-		}
-	}
-	return busy, total, nil
 }

@@ -5,7 +5,8 @@
 // 64, the etcd write transactions per ADD and DEL (committed raft
 // proposals, read from a member's metrics), and a churn run: 1,000
 // attachments over 10 simulated nodes, 10 concurrent per node, then all
-// released. It needs no privilege.
+// released. The two plugins take turns within each row, the CPUs idle
+// before each turn. It needs no privilege.
 //
 //	clusterbench -bin bin
 package main
@@ -25,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipvlan-cni/ipvlan-cni/internal/cpuidle"
 	"github.com/ipvlan-cni/ipvlan-cni/plugins/ipam/cluster-ipam/etcdtest"
 )
 
@@ -75,18 +77,16 @@ func run(bin string, n, churn, nodes int, concs []int) error {
 	p50 := map[string]map[int]time.Duration{"host-local": {}, "cluster-ipam": {}}
 	var writesAdd []float64
 	for _, conc := range concs {
-		for _, plugin := range []string{"host-local", "cluster-ipam"} {
-			net := fmt.Sprintf("bench-%d", conc)
-			r, err := b.round(ctx, plugin, net, conc, n, func(i int) string { return "node-1" })
-			if err != nil {
-				return err
-			}
+		rs, err := b.round(ctx, fmt.Sprintf("bench-%d", conc), conc, n)
+		if err != nil {
+			return err
+		}
+		for _, plugin := range plugins {
+			r := rs[plugin]
 			fmt.Printf("%-13s %5d %9s %9s %9s %9s %11s %11s\n", plugin, conc, ms(r.add, 50), ms(r.add, 99), ms(r.del, 50), ms(r.del, 99), r.writesAdd, r.writesDel)
 			p50[plugin][conc] = pct(r.add, 50)
-			if plugin == "cluster-ipam" {
-				writesAdd = append(writesAdd, r.perAdd)
-			}
 		}
+		writesAdd = append(writesAdd, rs["cluster-ipam"].perAdd)
 	}
 
 	var r *result
@@ -199,34 +199,58 @@ func (b *bench) measured(ctx context.Context, fn func() error) (float64, error) 
 	return after - before, err
 }
 
-func (b *bench) round(ctx context.Context, plugin, network string, conc, n int, node func(int) string) (*result, error) {
-	ids := make([]string, n)
-	for i := range ids {
-		ids[i] = fmt.Sprintf("%s-%d-%d", plugin, conc, i)
+// plugins are the two a row compares.
+var plugins = []string{"host-local", "cluster-ipam"}
+
+// round runs n ADDs, then n DELs, of each plugin on one node, conc at a
+// time. The plugins take turns in segments of max(conc, 32) calls, the
+// first to go alternating, so that a drift of the machine's speed, which
+// over seconds exceeds the targets' margins, hits both alike; before each
+// segment the CPUs go idle, so that neither is timed beside the etcd
+// members finishing the other's writes (they commit to disk in batches).
+func (b *bench) round(ctx context.Context, network string, conc, n int) (map[string]*result, error) {
+	seg := max(conc, 32)
+	out := map[string]*result{}
+	ids := map[string][]string{}
+	for _, plugin := range plugins {
+		out[plugin] = &result{writesAdd: "-", writesDel: "-"}
+		for i := range n {
+			ids[plugin] = append(ids[plugin], fmt.Sprintf("%s-%d-%d", plugin, conc, i))
+		}
 	}
-	confOf := func(i int) string { return b.conf(plugin, network, node(i)) }
-	r := &result{writesAdd: "-", writesDel: "-"}
-	var err error
-	wa, err := b.measured(ctx, func() (err error) {
-		r.add, r.addWall, err = b.phase(ctx, plugin, "ADD", ids, confOf, conc)
-		return err
-	})
-	if err != nil {
-		return nil, err
+	var writes [2]float64
+	for v, command := range []string{"ADD", "DEL"} {
+		for k, start := 0, 0; start < n; k, start = k+1, start+seg {
+			end := min(start+seg, n)
+			for j := range plugins {
+				plugin := plugins[(j+k)%len(plugins)]
+				confOf := func(int) string { return b.conf(plugin, network, "node-1") }
+				cpuidle.Settle(100*time.Millisecond, 5*time.Second)
+				var durs []time.Duration
+				w, err := b.measured(ctx, func() (err error) {
+					durs, _, err = b.phase(ctx, plugin, command, ids[plugin][start:end], confOf, conc)
+					return err
+				})
+				if err != nil {
+					return nil, err
+				}
+				r := out[plugin]
+				if command == "ADD" {
+					r.add = append(r.add, durs...)
+				} else {
+					r.del = append(r.del, durs...)
+				}
+				if plugin == "cluster-ipam" {
+					writes[v] += w
+				}
+			}
+		}
 	}
-	wd, err := b.measured(ctx, func() (err error) {
-		r.del, r.delWall, err = b.phase(ctx, plugin, "DEL", ids, confOf, conc)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if plugin == "cluster-ipam" {
-		r.perAdd = wa / float64(n)
-		r.writesAdd = fmt.Sprintf("%.3f", r.perAdd)
-		r.writesDel = fmt.Sprintf("%.3f", wd/float64(n))
-	}
-	return r, nil
+	r := out["cluster-ipam"]
+	r.perAdd = writes[0] / float64(n)
+	r.writesAdd = fmt.Sprintf("%.3f", r.perAdd)
+	r.writesDel = fmt.Sprintf("%.3f", writes[1]/float64(n))
+	return out, nil
 }
 
 // churn allocates per attachments on each of nodes simulated nodes, conc

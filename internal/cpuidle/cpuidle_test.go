@@ -1,14 +1,12 @@
-//go:build linux
-
-package main
+package cpuidle
 
 import (
 	"testing"
 	"time"
 )
 
-func TestCPUTicks(t *testing.T) {
-	b0, t0, err := cpuTicks()
+func TestTicks(t *testing.T) {
+	b0, t0, err := Ticks()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -16,7 +14,7 @@ func TestCPUTicks(t *testing.T) {
 		t.Fatalf("busy %d, total %d: want total > 0 and busy ≤ total", b0, t0)
 	}
 	time.Sleep(30 * time.Millisecond)
-	b1, t1, err := cpuTicks()
+	b1, t1, err := Ticks()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,11 +24,11 @@ func TestCPUTicks(t *testing.T) {
 }
 
 func TestSettleStopsAtTheLimit(t *testing.T) {
-	waited, busy := settle(0)
+	waited, busy := Settle(500*time.Millisecond, 0)
 	if waited > time.Second {
-		t.Errorf("settle(0) waited %v", waited)
+		t.Errorf("Settle with limit 0 waited %v", waited)
 	}
 	if busy != 1 {
-		t.Errorf("settle(0) measured nothing, busy = %v, want 1", busy)
+		t.Errorf("Settle with limit 0 measured nothing, busy = %v, want 1", busy)
 	}
 }
