@@ -309,3 +309,75 @@ func TestClaimOutsideAFullWindow(t *testing.T) {
 		t.Errorf("claims %v, want the first unclaimed block %s first", picks, first)
 	}
 }
+
+// staleView answers each attachment's first View with one view taken
+// earlier, as a member lagging behind a burst of the node's ADDs does:
+// every ADD of the burst reads the same free addresses.
+type staleView struct {
+	*store.Fake
+	view store.NodeView
+	seen map[store.Attachment]bool
+}
+
+func (s *staleView) View(ctx context.Context, node string, owner store.Attachment) (store.NodeView, error) {
+	if !s.seen[owner] {
+		s.seen[owner] = true
+		return s.view, nil
+	}
+	return s.Fake.View(ctx, node, owner)
+}
+
+// TestBurstClaimsAheadInOneRound: ADDs that read free addresses which
+// concurrent ADDs of the same node then took claim, or share, the node's
+// next block in their first round: one write transaction each, no read
+// of which blocks are free.
+func TestBurstClaimsAheadInOneRound(t *testing.T) {
+	ctx := context.Background()
+	set := allocator.RangeSet{rangeOf(t, "10.0.0.0/16", "", "")}
+	f := &store.Fake{}
+	al := newAllocator(f, "node-1", 26, set)
+	// Fill the node's first block until firstAttempts addresses are free,
+	// the fewest with which a round reads nothing but the view.
+	for i := 0; ; i++ {
+		v, _ := f.View(ctx, "node-1", owner(-1))
+		if free := freeIn(set, v.Blocks, v.Used); len(free) == firstAttempts {
+			break
+		}
+		if _, err := al.Allocate(ctx, owner(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	view, _ := f.View(ctx, "node-1", owner(-1))
+	if len(view.Blocks) != 1 {
+		t.Fatalf("the node holds blocks %v, want one", view.Blocks)
+	}
+	// The burst's other ADDs take every free address after the reads.
+	for i, ip := range freeIn(set, view.Blocks, view.Used) {
+		if n, err := f.Commit(ctx, "node-1", owner(1000+i), time.Now(), []store.Attempt{{{IP: ip}}}); n != 0 || err != nil {
+			t.Fatalf("take %s: %d, %v", ip, n, err)
+		}
+	}
+	st := &staleView{Fake: f, view: view, seen: map[store.Attachment]bool{}}
+	stale := newAllocator(st, "node-1", 26, set)
+	// The node claimed the first block of its window; next comes the second.
+	if win := al.window(0); win[0] != view.Blocks[0] {
+		t.Fatalf("the node holds %s, want the first block of its window %s", view.Blocks[0], win[0])
+	}
+	next := al.window(0)[1]
+	for i := 2000; i < 2002; i++ {
+		before := f.Commits
+		got, err := stale.Allocate(ctx, owner(i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Commits-before != 1 {
+			t.Errorf("ADD %d took %d write transactions, want 1", i, f.Commits-before)
+		}
+		if !next.Contains(got[0].IP) {
+			t.Errorf("ADD %d got %s, want an address of the next block %s", i, got[0].IP, next)
+		}
+	}
+	if blocks, _ := f.NodeBlocks(ctx, "node-1"); !slices.Contains(blocks, next) {
+		t.Errorf("the node holds blocks %v, want %s among them", blocks, next)
+	}
+}
