@@ -296,9 +296,23 @@ func startContainerd(t *testing.T, ctx context.Context) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
+	exited := make(chan struct{})
+	go func() {
 		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		// A containerd that does not stop on SIGINT (one seen stuck in an
+		// image import) must not hold the tier until go test's timeout,
+		// which would kill it without this test's log.
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			t.Errorf("containerd did not stop within 30 s of SIGINT: killed")
+			_ = cmd.Process.Kill()
+			<-exited
+		}
 		if t.Failed() {
 			b, _ := os.ReadFile(log.Name())
 			t.Logf("containerd's log:\n%s", b[max(0, len(b)-3000):])
