@@ -129,8 +129,10 @@ func (im *impl) do(ctx context.Context, v verb, a attachment) (time.Duration, er
 // before the next one does, the first to go taking turns. The host's own
 // speed drifts, and the emulated guest's with it, by up to a fifth over
 // minutes: measured in turn, the implementations meet the same drift, and
-// their ratio does not depend on it.
-func cycles(ctx context.Context, ims []*impl, phase string, containers []ns.NetNS) ([]Verbs, error) {
+// their ratio does not depend on it. When floor is set, the floor runs
+// once per container too, as one more in the turn, so that a ratio to it
+// does not depend on the drift either; its times are returned apart.
+func cycles(ctx context.Context, ims []*impl, phase string, containers []ns.NetNS, floor string) ([]Verbs, Dist, error) {
 	verbs := []verb{verbAdd, verbCheck, verbDel}
 	as := make([][]attachment, len(ims))
 	ds := make([]map[verb][]time.Duration, len(ims))
@@ -138,13 +140,26 @@ func cycles(ctx context.Context, ims []*impl, phase string, containers []ns.NetN
 		as[k] = im.attachments(phase, containers)
 		ds[k] = map[verb][]time.Duration{}
 	}
+	turn := len(ims)
+	if floor != "" {
+		turn++ // the floor's place is len(ims)
+	}
+	var floors []time.Duration
 	for i := range containers {
-		for j := range ims {
-			k := (i + j) % len(ims)
+		for j := range turn {
+			k := (i + j) % turn
+			if k == len(ims) {
+				start := time.Now()
+				if err := runFloor(floor); err != nil {
+					return nil, Dist{}, err
+				}
+				floors = append(floors, time.Since(start))
+				continue
+			}
 			for _, v := range verbs {
 				d, err := ims[k].do(ctx, v, as[k][i])
 				if err != nil {
-					return nil, err
+					return nil, Dist{}, err
 				}
 				ds[k][v] = append(ds[k][v], d)
 			}
@@ -154,7 +169,11 @@ func cycles(ctx context.Context, ims []*impl, phase string, containers []ns.NetN
 	for k := range ims {
 		out[k] = Verbs{Add: summarize(ds[k][verbAdd]), Check: summarize(ds[k][verbCheck]), Del: summarize(ds[k][verbDel])}
 	}
-	return out, nil
+	var fd Dist
+	if floor != "" {
+		fd = summarize(floors)
+	}
+	return out, fd, nil
 }
 
 // parallel performs v on every attachment with workers goroutines and

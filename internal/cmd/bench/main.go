@@ -8,8 +8,8 @@
 // host-local leases from a /16, in a fresh data directory per
 // implementation. A profile comes first: it takes ours apart (its plugins
 // exec'd alone, and the netlink requests, namespace switches and sysctl
-// writes of ADD, CHECK and DEL timed one by one in process) and measures
-// the floor, the time to start and finish a static Go binary that does
+// writes of ADD, CHECK and DEL timed one by one in process), beside the
+// floor, the time to start and finish a static Go binary that does
 // nothing (-floor). Then, for each implementation, in this order:
 //
 //   - ADD, CHECK and DEL latency (p50, p99) in 100 containers, one call at
@@ -19,9 +19,10 @@
 //   - and with -fill containers attached, in 100 namespaces made after
 //     the fill's.
 //
-// In the phases without a fill, ours and the reference take turns
-// container by container, so that a drift in the host's speed hits both
-// alike; the others run for ours, then for the reference. Each phase runs
+// In the phases without a fill, ours, the reference and the floor take
+// turns container by container, so that a drift in the host's speed hits
+// all alike; the others run for ours, then for the reference, each in turn
+// with the floor. Each phase runs
 // beside only the container namespaces it needs: the pool of namespaces
 // grows before the parallel and the later phases, never before the phase
 // with none attached, and the guest is let settle after it grows. After

@@ -18,9 +18,12 @@ type Report struct {
 	Fill       int    `json:"fill"`       // attached before the second phase
 	Parallel   int    `json:"parallel"`   // ADDs and DELs of the parallel phase
 	Workers    int    `json:"workers"`
-	Floor      Dist   `json:"floor"` // start and finish a static Go binary that does nothing
+	// Floor is the time to start and finish a static Go binary that does
+	// nothing, run in turn with the plugins in the phase with none
+	// attached.
+	Floor Dist `json:"floor"`
 	// NamespacesFloor is the floor beside the fill's namespaces, before
-	// anything is attached to them.
+	// anything is attached to them, in turn with the plugins.
 	NamespacesFloor Dist       `json:"namespaces_floor"`
 	Ours            ImplReport `json:"ours"`
 	Reference       ImplReport `json:"reference"`
@@ -43,9 +46,9 @@ type ImplReport struct {
 	// attached to them: what the namespaces alone add.
 	Namespaces Verbs `json:"namespaces"`
 	Attached   Verbs `json:"attached"` // with the fill attached
-	// AttachedFloor is the floor measured while this implementation's
-	// fill was attached: what the guest's own slowdown is, apart from the
-	// plugins.
+	// AttachedFloor is the floor measured in turn with this
+	// implementation while its fill was attached: what the guest's own
+	// slowdown is, apart from the plugins.
 	AttachedFloor   Dist    `json:"attached_floor"`
 	FillAddWall     float64 `json:"fill_add_wall"`
 	FillDelWall     float64 `json:"fill_del_wall"`

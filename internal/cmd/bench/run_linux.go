@@ -94,7 +94,6 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 		return err
 	}
 
-	// The profile comes first: it measures the floor the table shows too.
 	logf("profile")
 	if rep.Profile, err = profile(ctx, ours, ref, pool[:cfg.runs], cfg.floor, tmp); err != nil {
 		if err := leak(err); err != nil {
@@ -102,20 +101,20 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 		}
 	}
 	if rep.Profile != nil {
-		rep.Floor = rep.Profile.Steps[0].Ours
 		defer func() { rep.Profile.addBreakdowns(rep.Ours.Idle) }()
 	}
-	logf("floor: noop p50 %.3f ms, p99 %.3f ms", rep.Floor.P50, rep.Floor.P99)
 
-	// The phases without a fill measure both implementations together, a
-	// container at a time (see cycles); the others run for ours, then for
-	// the reference, before the next phase starts.
-	both := func(phase, title string, cs []ns.NetNS, set func(*ImplReport) *Verbs) error {
-		logf("%s: ADD, CHECK, DEL in %d containers, one at a time, ours and the reference in turn", title, len(cs))
-		vs, err := cycles(ctx, []*impl{ours, ref}, phase, cs)
+	// The phases without a fill measure both implementations and the floor
+	// together, a container at a time (see cycles); the others run for
+	// ours, then for the reference, before the next phase starts.
+	both := func(phase, title string, cs []ns.NetNS, set func(*ImplReport) *Verbs, floor *Dist) error {
+		logf("%s: ADD, CHECK, DEL in %d containers, one at a time, ours, the reference and the floor in turn", title, len(cs))
+		vs, fd, err := cycles(ctx, []*impl{ours, ref}, phase, cs, cfg.floor)
 		if err != nil {
 			return err
 		}
+		*floor = fd
+		logf("%s: floor p50 %.3f ms, p99 %.3f ms", title, fd.P50, fd.P99)
 		for k, im := range impls {
 			*set(im.rep) = vs[k]
 			logf("%s: %s: p50 ADD %.3f, CHECK %.3f, DEL %.3f ms", im.name, title, vs[k].Add.P50, vs[k].Check.P50, vs[k].Del.P50)
@@ -126,10 +125,10 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 		return nil
 	}
 	logf("warm-up")
-	if _, err := cycles(ctx, []*impl{ours, ref}, "warm", pool[:3]); err != nil {
+	if _, _, err := cycles(ctx, []*impl{ours, ref}, "warm", pool[:3], ""); err != nil {
 		return err
 	}
-	if err := both("idle", "none attached", pool[:cfg.containers], func(r *ImplReport) *Verbs { return &r.Idle }); err != nil {
+	if err := both("idle", "none attached", pool[:cfg.containers], func(r *ImplReport) *Verbs { return &r.Idle }, &rep.Floor); err != nil {
 		return err
 	}
 
@@ -173,12 +172,8 @@ func run(ctx context.Context, cfg config, rep *Report, logf func(string, ...any)
 	profiled := pool[cfg.fill : cfg.fill+min(cfg.runs, cfg.containers)]
 	// The fill's namespaces exist, nothing is attached to them yet: what
 	// the namespaces alone cost, apart from the slaves on the master.
-	if rep.NamespacesFloor, err = timeFloor(cfg.floor, cfg.runs); err != nil {
-		return err
-	}
-	logf("%d empty namespaces: floor p50 %.3f ms", cfg.fill, rep.NamespacesFloor.P50)
 	if err := both("namespaces", fmt.Sprintf("%d empty namespaces", cfg.fill), pool[cfg.fill:cfg.fill+cfg.containers],
-		func(r *ImplReport) *Verbs { return &r.Namespaces }); err != nil {
+		func(r *ImplReport) *Verbs { return &r.Namespaces }, &rep.NamespacesFloor); err != nil {
 		return err
 	}
 	if rep.Profile != nil {
@@ -266,7 +261,7 @@ func featuresPhase(ctx context.Context, cfg config, tmp string, e *env, cs []ns.
 		residents = append(residents, a)
 	}
 	logf("features: ADD, CHECK, DEL in %d containers, plain, hostAccess and vlan in turn, beside one resident attachment of each", len(measured))
-	vs, err := cycles(ctx, []*impl{plain, host, vlan}, "features", measured)
+	vs, _, err := cycles(ctx, []*impl{plain, host, vlan}, "features", measured, "")
 	if err != nil {
 		return err
 	}
@@ -300,16 +295,12 @@ func attachedPhase(ctx context.Context, im *impl, rep *ImplReport, fillNS, measu
 	logf("%s: attached %d in %.1f s", im.name, len(fill), wall.Seconds())
 	waited, busy := cpuidle.Settle(500*time.Millisecond, 30*time.Second)
 	logf("%s: waited %.1f s for the guest to settle (CPU %.0f%% busy)", im.name, waited.Seconds(), 100*busy)
-	if rep.AttachedFloor, err = timeFloor(cfg.floor, cfg.runs); err != nil {
-		return err
-	}
-	logf("%s: %d attached: floor p50 %.3f ms", im.name, len(fill), rep.AttachedFloor.P50)
-
-	vs, err := cycles(ctx, []*impl{im}, "attached", measuredNS)
+	vs, floor, err := cycles(ctx, []*impl{im}, "attached", measuredNS, cfg.floor)
 	if err != nil {
 		return err
 	}
-	rep.Attached = vs[0]
+	rep.Attached, rep.AttachedFloor = vs[0], floor
+	logf("%s: %d attached: floor p50 %.3f ms", im.name, len(fill), rep.AttachedFloor.P50)
 	logf("%s: %d attached: p50 ADD %.3f, CHECK %.3f, DEL %.3f ms", im.name, len(fill), rep.Attached.Add.P50, rep.Attached.Check.P50, rep.Attached.Del.P50)
 	if probe != nil {
 		if err := probe(); err != nil {
@@ -324,20 +315,6 @@ func attachedPhase(ctx context.Context, im *impl, rep *ImplReport, fillNS, measu
 	}
 	logf("%s: detached %d in %.1f s", im.name, len(fill), wall.Seconds())
 	return im.checkLeaks(fmt.Sprintf("%d attached", len(fill)), append(slices.Clip(fillNS), measuredNS...))
-}
-
-// timeFloor runs the floor, a static Go binary that does nothing, runs
-// times and returns how long each start and finish took.
-func timeFloor(floor string, runs int) (Dist, error) {
-	ds := make([]time.Duration, 0, runs)
-	for range runs {
-		start := time.Now()
-		if err := runFloor(floor); err != nil {
-			return Dist{}, err
-		}
-		ds = append(ds, time.Since(start))
-	}
-	return summarize(ds), nil
 }
 
 // runFloor starts the floor with env added to the bench's environment and
