@@ -302,9 +302,9 @@ func startContainerd(t *testing.T, ctx context.Context) {
 		close(exited)
 	}()
 	t.Cleanup(func() {
-		// A containerd that does not stop on SIGINT (one seen stuck in an
-		// image import) must not hold the tier until go test's timeout,
-		// which would kill it without this test's log.
+		// A containerd that does not stop on SIGINT must not hold the tier
+		// until go test's timeout, which would end the guest without this
+		// test's failure or containerd's log.
 		_ = cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-exited:

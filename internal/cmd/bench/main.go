@@ -52,7 +52,7 @@ type config struct {
 	fill                   int // attached before the second phase
 	parallel               int // ADDs and DELs of the parallel phase
 	workers                int
-	runs                   int // of the floor and of each profile step
+	runs                   int // of each profile step
 }
 
 func main() {
@@ -64,7 +64,7 @@ func main() {
 	flag.IntVar(&cfg.fill, "fill", 2000, "containers attached before the second phase")
 	flag.IntVar(&cfg.parallel, "parallel", 200, "ADDs and DELs of the parallel phase")
 	flag.IntVar(&cfg.workers, "workers", 4, "parallel workers (of the parallel phase and of the fill)")
-	flag.IntVar(&cfg.runs, "runs", 100, "runs of the floor and of each profile step")
+	flag.IntVar(&cfg.runs, "runs", 100, "runs of each profile step, the floor's among them (in the phases the floor runs once per container)")
 	timeout := flag.Duration("timeout", time.Hour, "limit of the whole run")
 	flag.Parse()
 	if cfg.ours == "" || cfg.floor == "" {
