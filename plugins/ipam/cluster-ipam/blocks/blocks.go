@@ -30,14 +30,14 @@ const (
 	// first round tries: an uncontested ADD needs one, and each nested
 	// attempt makes the transaction longer for every member to log and
 	// apply (12 attempts cost 0.4 ms less than 24); a lost round costs a
-	// read and a commit. After them come aheadPicks picks in the node's
+	// read and a commit. After them come picksAhead picks in the node's
 	// next block, one claim and the rest inside it, taken from the node's
 	// window with no read: when a burst of the node's ADDs, all reading
 	// the same free addresses, takes them all, the losers claim or share
 	// the next block in the same round instead of losing it. Later rounds
 	// try maxAttempts, with a read of which blocks are free.
 	firstAttempts = 8
-	aheadPicks    = 4
+	picksAhead    = 4
 	// When fewer addresses are free in the node's blocks than a round
 	// tries, it also carries picks in two unclaimed blocks, after the
 	// free ones: tried only when every free one was taken meanwhile, so
@@ -429,7 +429,7 @@ func claimIn(set allocator.RangeSet, b netip.Prefix, owner store.Attachment, n i
 func (a *Allocator) aheadPicks(owner store.Attachment, s int, mine []netip.Prefix) []store.Pick {
 	for _, b := range a.window(s) {
 		if !slices.Contains(mine, b) {
-			return claimIn(a.Sets[s], b, owner, aheadPicks)
+			return claimIn(a.Sets[s], b, owner, picksAhead)
 		}
 	}
 	return nil
