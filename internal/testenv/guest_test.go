@@ -86,8 +86,9 @@ func TestGuestClockIsTSC(t *testing.T) {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
+			// Never unlocked: the pinned thread exits with the goroutine
+			// instead of going back to the runtime's pool.
 			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
 			var set unix.CPUSet
 			set.Set(cpu)
 			if err := unix.SchedSetaffinity(0, &set); err != nil {
