@@ -68,9 +68,19 @@ func (e *statusError) Error() string {
 // retryable reports whether a member's answer says another member, or
 // the same one later, may succeed: gRPC's Canceled (the member is
 // shutting down: "the client connection is closing"), DeadlineExceeded
-// and Unavailable (no leader, leader changed, request timed out).
+// and Unavailable (no leader, leader changed, request timed out), and
+// the errors of raft that etcd passes on as Unknown with raft's own text:
+// a member that is stopping refuses a write it has not proposed ("raft:
+// stopped"), and one whose leader is changing drops it ("raft proposal
+// dropped").
 func (e *statusError) retryable() bool {
-	return e.Code == 1 || e.Code == 4 || e.Code == 14
+	switch e.Code {
+	case 1, 4, 14:
+		return true
+	case 2:
+		return e.Message == "raft: stopped" || e.Message == "raft proposal dropped"
+	}
+	return false
 }
 
 // call sends the request message req to method (/etcdserverpb.KV/...)
