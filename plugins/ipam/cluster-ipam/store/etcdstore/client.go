@@ -70,9 +70,8 @@ func (e *statusError) Error() string {
 // shutting down: "the client connection is closing"), DeadlineExceeded
 // and Unavailable (no leader, leader changed, request timed out), and
 // the errors of raft that etcd passes on as Unknown with raft's own text:
-// a member that is stopping refuses a write it has not proposed ("raft:
-// stopped"), and one whose leader is changing drops it ("raft proposal
-// dropped").
+// a member that is stopping refuses a write ("raft: stopped"), and one
+// whose leader is changing drops it ("raft proposal dropped").
 func (e *statusError) retryable() bool {
 	switch e.Code {
 	case 1, 4, 14:
