@@ -43,8 +43,9 @@ func refusingMember(t *testing.T, message string) (endpoint string, requests *at
 }
 
 // TestMemberRefusals: a write refused by a member that is stopping ("raft:
-// stopped") or changing leader ("raft proposal dropped") was never
-// proposed, and goes to the next member; any other Unknown answer is the
+// stopped") or changing leader ("raft proposal dropped") goes to the next
+// member (every write does nothing the second time, should the refusing
+// member's raft have taken it after all); any other Unknown answer is the
 // request's own failure and goes nowhere else. Read back from etcd.
 func TestMemberRefusals(t *testing.T) {
 	etcdtest.Require(t)
